@@ -1,0 +1,58 @@
+"""The ``mast3r-ros`` command line.
+
+Each subcommand lives in its own module of this package and exposes
+``add_parser(subparsers)`` (registers its arguments, sets ``func``) and is imported
+lazily, so ``mast3r-ros --help`` stays fast and works without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand name -> (module, one-line help). Modules are imported only when needed.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("mast3r_ros.cli.info", "print versions and what is available (torch, CUDA, ROS)"),
+}
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the subcommand ``load`` (if any) has its module imported."""
+    parser = argparse.ArgumentParser(
+        prog="mast3r-ros",
+        description="MASt3R relocalization, matching and SLAM tools (ROS-free).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if name == load:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Bad input ends with a clear message and a non-zero exit, not a traceback.
+        logging.getLogger("mast3r_ros").debug("failure", exc_info=True)
+        print(f"mast3r-ros {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
