@@ -14,6 +14,7 @@ VENV="$REPO/.venv"
 VENV_HOME="${MAST3R_VENV_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mast3r_ros/venv-$(echo "$REPO" | sha1sum | cut -c1-10)}"
 PY="${MAST3R_PYTHON:-python3}"
 T0=$SECONDS
+trap 'echo "scripts/setup.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 step() {  # step NAME COMMAND...: run a step, print its duration
   local name="$1"; shift
@@ -23,8 +24,10 @@ step() {  # step NAME COMMAND...: run a step, print its duration
   echo "    done: $name ($((SECONDS - t)) s)"
 }
 
-hash_of() {  # content hash of files/folders (sorted, stable)
-  find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort \
+hash_of() {  # content hash of the files/folders that exist (sorted, stable)
+  local p existing=()
+  for p in "$@"; do [ -e "$p" ] && existing+=("$p"); done
+  find "${existing[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort \
     | xargs -r sha1sum | sha1sum | cut -c1-40
 }
 
