@@ -1,0 +1,137 @@
+"""``mast3r-ros bench``: time the encoder and decoder+heads of a MASt3R config.
+
+Prints one JSON object: encoder ms per image, decoder+heads ms per pair (from cached
+encoder features), pairs/s (two fresh images encoded + decoded, and decode-only), peak
+memory (CUDA: max allocated; CPU: the process's peak RSS). ViT-L needs no weights:
+``--config vitl`` builds it with random values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the MASt3R encoder and decoder+heads",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="tiny",
+                   help="'tiny' (public fixture size), 'vitl' (official size, random weights), "
+                        "or a checkpoint path (.pth / .safetensors)")
+    p.add_argument("--height", type=int, default=384, help="input height, multiple of 16 (default 384)")
+    p.add_argument("--width", type=int, default=512, help="input width, multiple of 16 (default 512)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="float32", help="trunk dtype: float32, bfloat16, float16")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA")
+    p.add_argument("--batch", type=int, default=1, help="images per encoder call and pairs per decoder call")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=run)
+
+
+def random_model(cfg, device, seed: int = 0):
+    """A ``Mast3rNet`` with small random weights, built without a default init pass."""
+    import torch
+
+    from mast3r_ros.model.network import Mast3rNet
+
+    with torch.device("meta"):
+        model = Mast3rNet(cfg)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and name.endswith(".weight"):
+                p.fill_(1.0)
+            elif p.ndim == 1:
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    return model.eval().requires_grad_(False)
+
+
+def build_engine(args: argparse.Namespace):
+    from mast3r_ros.model.engine import Mast3rEngine, resolve_device
+    from mast3r_ros.model.network import Mast3rConfig
+
+    device = resolve_device(args.device)
+    if args.config in ("tiny", "vitl"):
+        cfg = Mast3rConfig.tiny() if args.config == "tiny" else Mast3rConfig()
+        model = random_model(cfg, device)
+    else:
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(f"--config {args.config!r} is neither 'tiny', 'vitl' nor a checkpoint file")
+        from mast3r_ros.model.checkpoint import load_model
+
+        model = load_model(args.config, device=device)
+    return Mast3rEngine(model, device=device, dtype=args.dtype, tf32=args.tf32,
+                        max_batch=args.batch, resize=False)
+
+
+def _timed(fn, device, iters: int, warmup: int) -> float:
+    """Median seconds of fn() over iters runs, synchronising CUDA."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mast3r_ros.model.preprocess import check_network_size
+
+    check_network_size(args.height, args.width)
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = build_engine(args)
+    dev = engine.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    gen = torch.Generator().manual_seed(0)
+    imgs = [torch.rand(1, 3, args.height, args.width, generator=gen) * 2 - 1 for _ in range(2 * args.batch)]
+    imgs = [im.to(dev) for im in imgs]
+    views = engine.encode_tensors(imgs, [None] * len(imgs), [None] * len(imgs))
+    pairs = [(views[2 * i], views[2 * i + 1]) for i in range(args.batch)]
+
+    enc_s = _timed(lambda: engine.encode_tensors(imgs[:args.batch], [None] * args.batch,
+                                                 [None] * args.batch), dev, args.iters, args.warmup)
+    dec_s = _timed(lambda: engine.decode_batch(pairs), dev, args.iters, args.warmup)
+    enc_ms, dec_ms = 1e3 * enc_s / args.batch, 1e3 * dec_s / args.batch
+    if dev.type == "cuda":
+        peak = {"peak_cuda_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
+                "device_name": torch.cuda.get_device_name(dev)}
+    else:
+        peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "device_name": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads()}
+    report = {
+        "config": args.config, "device": str(dev), "dtype": str(engine.dtype).replace("torch.", ""),
+        "height": args.height, "width": args.width, "batch": args.batch, "iters": args.iters,
+        "encoder_ms_per_image": round(enc_ms, 3),
+        "decoder_heads_ms_per_pair": round(dec_ms, 3),
+        "pairs_per_s": round(1e3 / (2 * enc_ms + dec_ms), 3),
+        "cached_pairs_per_s": round(1e3 / dec_ms, 3),
+        **peak,
+    }
+    print(json.dumps(report, indent=2))
+    return 0

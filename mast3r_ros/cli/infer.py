@@ -1,0 +1,76 @@
+"""``mast3r-ros infer``: run the network on two images and save the predictions (.npz)."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_KEYS = ("view1_pts3d", "view1_conf", "view1_desc", "view1_desc_conf",
+               "view2_pts3d_in_other_view", "view2_conf", "view2_desc", "view2_desc_conf")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="run MASt3R on an image pair and write an .npz",
+                       description="Run MASt3R on (IMG1, IMG2) and write float32 arrays at network "
+                                   "resolution without batch dimension: " + ", ".join(OUTPUT_KEYS))
+    p.add_argument("--checkpoint", required=True, help="MASt3R .pth or .safetensors checkpoint")
+    p.add_argument("img1", help="first image (its camera frame is the output frame)")
+    p.add_argument("img2", help="second image")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--no-resize", action="store_true",
+                   help="feed images as they are (both sides must be multiples of 16)")
+    p.add_argument("--size", type=int, default=512, help="long side after resizing (default 512)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="float32", help="trunk dtype: float32 (default), bfloat16, float16")
+    p.set_defaults(func=run)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, EXIF orientation applied (as the reference loader does)."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+
+
+def prediction_arrays(pred) -> dict[str, np.ndarray]:
+    """``PairPrediction`` -> the infer .npz arrays (float32, no batch dimension)."""
+    f = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
+    v1, v2 = pred.view1, pred.view2
+    return {"view1_pts3d": f(v1.pts3d), "view1_conf": f(v1.conf), "view1_desc": f(v1.desc),
+            "view1_desc_conf": f(v1.desc_conf), "view2_pts3d_in_other_view": f(v2.pts3d),
+            "view2_conf": f(v2.conf), "view2_desc": f(v2.desc), "view2_desc_conf": f(v2.desc_conf)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from mast3r_ros.model.engine import Mast3rEngine
+
+    images = [load_rgb(args.img1), load_rgb(args.img2)]
+    if args.no_resize:
+        from mast3r_ros.model.preprocess import check_network_size
+
+        for path, im in zip((args.img1, args.img2), images):
+            try:
+                check_network_size(*im.shape[:2])
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+    engine = Mast3rEngine.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype,
+                                          size=args.size, resize=not args.no_resize)
+    pred = engine.predict(*images)
+    arrays = prediction_arrays(pred)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    logger.info("wrote %s: view1 %s, view2 %s (network resolution)", out,
+                tuple(pred.view1.transform.network_size), tuple(pred.view2.transform.network_size))
+    return 0
