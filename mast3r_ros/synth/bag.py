@@ -1,0 +1,306 @@
+"""rosbag2 files of synthetic sequences, written and read with ``rosbags`` (no ROS needed).
+
+Topics (``BagTopics``), one message per frame, all stamped with the frame's stamp (header
+and bag receive time alike):
+
+- ``/camera/image_raw``: ``sensor_msgs/msg/Image`` in rgb8, bgr8 or mono8.
+- ``/camera/camera_info``: ``sensor_msgs/msg/CameraInfo`` (plumb_bob, zero distortion).
+- ``/camera/depth/image_raw``: ``sensor_msgs/msg/Image`` 32FC1, metres (camera z).
+- ``/tf``: ``tf2_msgs/msg/TFMessage`` with ``map -> camera_optical_frame`` (ground truth).
+- ``/ground_truth/pose``: ``geometry_msgs/msg/PoseStamped`` in ``map``, the same pose.
+- ``/synth/info``: one ``std_msgs/msg/String`` with the JSON settings that made the bag.
+
+Header frame of images and camera info: ``camera_optical_frame`` (OpenCV optical frame).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .scene import _parse_enum
+from .sequence import SyntheticFrame, SyntheticSequence
+
+log = logging.getLogger(__name__)
+
+# rosbags writes metadata version 8 or 9. Version 9 stores ``offered_qos_profiles`` as a
+# YAML list, which Humble's and Iron's rosbag2 (which parse it as a string) cannot load;
+# version 8 keeps the string form. Humble's reader ignores the keys it does not know
+# (``type_description_hash``, ``ros_distro``, ``custom_data``), Jazzy and Kilted read
+# version 8 natively. So 8 is the newest version every distribution from Humble to Kilted
+# reads. (Humble reads MCAP through its ``rosbag2_storage_mcap`` package.)
+BAG_METADATA_VERSION = 8
+
+
+class ImageEncoding(Enum):
+    """``sensor_msgs/Image.encoding`` of the colour topic."""
+
+    RGB8 = "rgb8"
+    BGR8 = "bgr8"
+    MONO8 = "mono8"
+
+
+class BagStorage(Enum):
+    """rosbag2 storage plugin."""
+
+    MCAP = "mcap"
+    SQLITE3 = "sqlite3"
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic and frame names of a synthetic bag."""
+
+    image: str = "/camera/image_raw"
+    camera_info: str = "/camera/camera_info"
+    depth: str = "/camera/depth/image_raw"
+    tf: str = "/tf"
+    pose: str = "/ground_truth/pose"
+    info: str = "/synth/info"
+    map_frame: str = "map"
+    camera_frame: str = "camera_optical_frame"
+
+
+_TYPES = {
+    "image": "sensor_msgs/msg/Image", "camera_info": "sensor_msgs/msg/CameraInfo",
+    "depth": "sensor_msgs/msg/Image", "tf": "tf2_msgs/msg/TFMessage",
+    "pose": "geometry_msgs/msg/PoseStamped", "info": "std_msgs/msg/String",
+}
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    # Humble's message definitions: identical for these types up to Kilted.
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def encode_image(rgb: np.ndarray, encoding: ImageEncoding) -> tuple[bytes, int]:
+    """(H, W, 3) uint8 RGB -> (data, step) in ``encoding``."""
+    if encoding is ImageEncoding.RGB8:
+        arr = rgb
+    elif encoding is ImageEncoding.BGR8:
+        arr = rgb[..., ::-1]
+    else:
+        arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    return arr.tobytes(), arr.shape[1] * (1 if arr.ndim == 2 else 3)
+
+
+def decode_image(data: np.ndarray, height: int, width: int, step: int, encoding: str,
+                 ) -> np.ndarray:
+    """An rgb8 / bgr8 / mono8 image message's data -> (H, W, 3) uint8 RGB (mono replicated)."""
+    ch = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(encoding)
+    if ch is None:
+        raise ValueError(f"image encoding {encoding!r} not supported; use rgb8, bgr8 or mono8")
+    buf = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.uint8)
+    arr = buf.reshape(height, step)[:, : width * ch].reshape(height, width, ch)
+    if encoding == "bgr8":
+        return np.ascontiguousarray(arr[..., ::-1])
+    if encoding == "mono8":
+        return np.repeat(arr, 3, axis=2)
+    return arr.copy()
+
+
+def _header(ts, stamp_ns: int, frame: str):
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    sec, nsec = divmod(int(stamp_ns), 10**9)
+    return Header(stamp=Time(sec=sec, nanosec=nsec), frame_id=frame)
+
+
+def frame_messages(ts, frame: SyntheticFrame, encoding: ImageEncoding, topics: BagTopics,
+                   ) -> dict[str, object]:
+    """The messages of one frame, keyed like ``BagTopics`` fields."""
+    T = ts.types
+    h, w = frame.rgb.shape[:2]
+    cam_hdr = _header(ts, frame.stamp_ns, topics.camera_frame)
+    data, step = encode_image(frame.rgb, encoding)
+    msgs: dict[str, object] = {
+        "image": T["sensor_msgs/msg/Image"](
+            header=cam_hdr, height=h, width=w, encoding=encoding.value, is_bigendian=0,
+            step=step, data=np.frombuffer(data, dtype=np.uint8)),
+    }
+    K = np.asarray(frame.K, dtype=np.float64)
+    P = np.concatenate([K, np.zeros((3, 1))], axis=1)
+    msgs["camera_info"] = T["sensor_msgs/msg/CameraInfo"](
+        header=cam_hdr, height=h, width=w, distortion_model="plumb_bob", d=np.zeros(5),
+        k=K.reshape(-1).copy(), r=np.eye(3).reshape(-1), p=P.reshape(-1),
+        binning_x=0, binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                   do_rectify=False))
+    if frame.depth is not None:
+        depth = np.ascontiguousarray(frame.depth, dtype="<f4")
+        msgs["depth"] = T["sensor_msgs/msg/Image"](
+            header=cam_hdr, height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4,
+            data=np.frombuffer(depth.tobytes(), dtype=np.uint8))
+    if frame.T_world_cam is not None:
+        Tp = np.asarray(frame.T_world_cam, dtype=np.float64)
+        q = Rotation.from_matrix(Tp[:3, :3]).as_quat()  # xyzw, ROS order
+        map_hdr = _header(ts, frame.stamp_ns, topics.map_frame)
+        Vec, Quat = T["geometry_msgs/msg/Vector3"], T["geometry_msgs/msg/Quaternion"]
+        Point = T["geometry_msgs/msg/Point"]
+        quat = Quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+        tfs = T["geometry_msgs/msg/TransformStamped"](
+            header=map_hdr, child_frame_id=topics.camera_frame,
+            transform=T["geometry_msgs/msg/Transform"](
+                translation=Vec(x=float(Tp[0, 3]), y=float(Tp[1, 3]), z=float(Tp[2, 3])),
+                rotation=quat))
+        msgs["tf"] = T["tf2_msgs/msg/TFMessage"](transforms=[tfs])
+        msgs["pose"] = T["geometry_msgs/msg/PoseStamped"](
+            header=map_hdr, pose=T["geometry_msgs/msg/Pose"](
+                position=Point(x=float(Tp[0, 3]), y=float(Tp[1, 3]), z=float(Tp[2, 3])),
+                orientation=quat))
+    return msgs
+
+
+def write_bag(sequence: SyntheticSequence, bag_dir: str | Path, *,
+              encoding: ImageEncoding | str = ImageEncoding.RGB8,
+              storage: BagStorage | str = BagStorage.MCAP,
+              topics: BagTopics = BagTopics()) -> Path:
+    """Write ``sequence`` to a new rosbag2 directory.
+
+    Args:
+        bag_dir: directory to create (must not exist).
+        encoding: colour image encoding; storage: MCAP (default) or sqlite3.
+
+    Returns:
+        ``bag_dir``.
+
+    Raises:
+        FileExistsError: ``bag_dir`` exists; ValueError: bad encoding/storage or empty sequence.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    encoding = _parse_enum(ImageEncoding, encoding, "image encoding")
+    storage = _parse_enum(BagStorage, storage, "bag storage")
+    bag_dir = Path(bag_dir)
+    if bag_dir.exists():
+        raise FileExistsError(f"bag directory {bag_dir} already exists; choose a new --out")
+    if not sequence.frames:
+        raise ValueError("cannot write an empty sequence")
+    ts = _typestore()
+    plugin = StoragePlugin.MCAP if storage is BagStorage.MCAP else StoragePlugin.SQLITE3
+    first = sequence.frames[0]
+    has_depth = first.depth is not None
+    has_pose = first.T_world_cam is not None
+    keys = ["image", "camera_info"] + (["depth"] if has_depth else []) + (
+        ["tf", "pose"] if has_pose else [])
+    with Writer(bag_dir, version=BAG_METADATA_VERSION, storage_plugin=plugin) as writer:
+        conns = {k: writer.add_connection(getattr(topics, k), _TYPES[k], typestore=ts)
+                 for k in keys + ["info"]}
+        info = ts.types["std_msgs/msg/String"](data=json.dumps(sequence.info, sort_keys=True))
+        writer.write(conns["info"], first.stamp_ns, ts.serialize_cdr(info, _TYPES["info"]))
+        for frame in sequence.frames:
+            if (frame.depth is not None) != has_depth or (frame.T_world_cam is not None) != has_pose:
+                raise ValueError(f"frame {frame.index} lacks depth or pose that frame 0 has")
+            for key, msg in frame_messages(ts, frame, encoding, topics).items():
+                writer.write(conns[key], frame.stamp_ns, ts.serialize_cdr(msg, _TYPES[key]))
+    log.info("wrote %d frames to %s (%s, %s)", len(sequence), bag_dir, storage.value,
+             encoding.value)
+    return bag_dir
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
+
+
+def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticSequence:
+    """Load a bag (ours, or any with rgb8/bgr8/mono8 images and camera info) into frames.
+
+    Images, camera info, depth and ground-truth poses are joined by header stamp; depth
+    and poses are None when the bag lacks those topics. Pose comes from ``topics.pose``,
+    else from ``/tf`` (``map_frame -> camera_frame``).
+
+    Raises:
+        FileNotFoundError: no bag at ``bag_dir``; ValueError: no image or camera info topic,
+            or an image without camera info at its stamp.
+    """
+    from rosbags.rosbag2 import Reader
+
+    bag_dir = Path(bag_dir)
+    if not (bag_dir / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"no rosbag2 at {bag_dir} (metadata.yaml missing)")
+    ts = _typestore()
+    images: dict[int, np.ndarray] = {}
+    infos: dict[int, np.ndarray] = {}
+    depths: dict[int, np.ndarray] = {}
+    poses: dict[int, np.ndarray] = {}
+    tf_poses: dict[int, np.ndarray] = {}
+    meta: dict = {}
+    with Reader(bag_dir) as reader:
+        by_topic = {c.topic: c for c in reader.connections}
+        for need in (topics.image, topics.camera_info):
+            if need not in by_topic:
+                raise ValueError(f"bag {bag_dir} has no topic {need}; it has {sorted(by_topic)}")
+        wanted = [c for c in reader.connections
+                  if c.topic in {topics.image, topics.camera_info, topics.depth, topics.pose,
+                                 topics.tf, topics.info}]
+        for conn, _, raw in reader.messages(connections=wanted):
+            msg = ts.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == topics.info:
+                meta = json.loads(msg.data)
+            elif conn.topic == topics.image:
+                images[_stamp_ns(msg.header)] = decode_image(msg.data, msg.height, msg.width,
+                                                             msg.step, msg.encoding)
+            elif conn.topic == topics.camera_info:
+                infos[_stamp_ns(msg.header)] = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            elif conn.topic == topics.depth:
+                if msg.encoding != "32FC1":
+                    raise ValueError(f"depth encoding {msg.encoding!r} not supported (32FC1 only)")
+                dt = ">f4" if msg.is_bigendian else "<f4"
+                buf = np.frombuffer(np.asarray(msg.data, dtype=np.uint8).tobytes(), dtype=dt)
+                depths[_stamp_ns(msg.header)] = buf.reshape(msg.height, msg.step // 4)[
+                    :, : msg.width].astype(np.float32)
+            elif conn.topic == topics.pose:
+                p, q = msg.pose.position, msg.pose.orientation
+                poses[_stamp_ns(msg.header)] = _matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
+            else:
+                for tf in msg.transforms:
+                    if (tf.header.frame_id == topics.map_frame
+                            and tf.child_frame_id == topics.camera_frame):
+                        t, q = tf.transform.translation, tf.transform.rotation
+                        tf_poses[_stamp_ns(tf.header)] = _matrix([t.x, t.y, t.z],
+                                                                 [q.x, q.y, q.z, q.w])
+    poses = poses or tf_poses
+    frames = []
+    for i, stamp in enumerate(sorted(images)):
+        if stamp not in infos:
+            raise ValueError(f"image at stamp {stamp} ns has no camera info with the same stamp")
+        frames.append(SyntheticFrame(i, stamp, images[stamp], infos[stamp], depths.get(stamp),
+                                     poses.get(stamp)))
+    log.info("read %d frames from %s", len(frames), bag_dir)
+    return SyntheticSequence(tuple(frames), meta)
+
+
+def _matrix(t: list[float], q_xyzw: list[float]) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q_xyzw).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+def write_dataset(sequence: SyntheticSequence, out_dir: str | Path, *,
+                  encoding: ImageEncoding | str = ImageEncoding.RGB8,
+                  storage: BagStorage | str = BagStorage.MCAP,
+                  topics: BagTopics = BagTopics()) -> tuple[Path, Path]:
+    """Write ``out_dir/bag/`` and ``out_dir/groundtruth.tum`` (stamps as ``sec.nanosec``).
+
+    Returns:
+        (bag directory, TUM file). Raises FileExistsError if ``out_dir/bag`` exists.
+    """
+    from mast3r_ros.evaluation.trajectory import write_tum
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bag_dir = write_bag(sequence, out_dir / "bag", encoding=encoding, storage=storage,
+                        topics=topics)
+    tum = out_dir / "groundtruth.tum"
+    write_tum(tum, sequence.stamps_ns, sequence.poses)
+    return bag_dir, tum
