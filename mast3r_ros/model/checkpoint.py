@@ -240,11 +240,16 @@ def _torch_load(path: Path) -> Any:
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "global" in str(exc).lower() or "weights_only" in str(exc).lower():
+        msg = str(exc)
+        first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+        glob = re.search(r"(?:GLOBAL|global)\s+([\w.]+)", msg)
+        if glob or "weights only" in msg.lower() or "weights_only" in msg.lower():
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", msg)
+            what = (f"needs global {glob.group(1)}, which is not allowed" if glob else
+                    f"uses something a weights-only load refuses ({detail.group(1).strip() if detail else first})")
             raise RuntimeError(
-                f"{path}: refusing to load: the pickle needs a global that is not allowed "
-                f"(only argparse.Namespace is; nothing from the file was executed): {first}") from None
+                f"{path}: refusing to load: the pickle {what}; only tensors, plain containers and "
+                "argparse.Namespace are allowed, and nothing from the file was executed") from None
         raise RuntimeError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): {first}") from None
     except (EOFError, zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, FileNotFoundError):
