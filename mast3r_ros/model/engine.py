@@ -198,6 +198,10 @@ class Mast3rEngine:
         with self._lock, torch.inference_mode():
             dec1, dec2 = self.model.decode(enc1, enc2, hw1, hw2)
             raw1, raw2 = self.model.heads(enc1, enc2, dec1, dec2, hw1, hw2)
+        # Post-process outside inference mode so callers get ordinary tensors: inference
+        # tensors cannot be modified in place or saved for backward (e.g. by a pose
+        # optimiser that treats the pointmaps as constants).
+        with torch.no_grad():
             return postprocess(raw1), postprocess(raw2)
 
     # -- convenience ------------------------------------------------------------------
