@@ -367,8 +367,11 @@ class DescriptorMlp(nn.Module):
     def forward(self, enc: torch.Tensor, dec: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """enc: (B, N, C_enc), dec: (B, N, C_dec) -> (B, 25, 16h, 16w)."""
         x = self.fc2(F.gelu(self.fc1(torch.cat((enc, dec), dim=-1))))  # (B, N, 6400)
-        x = x.transpose(1, 2).unflatten(2, (h, w))  # (B, 6400, h, w)
-        return F.pixel_shuffle(x, PATCH_SIZE)
+        # Pixel shuffle by 16 in one copy: channel c of pixel (16i + a, 16j + b) is
+        # feature c*256 + a*16 + b of token (i, j).
+        B, r = x.shape[0], PATCH_SIZE
+        x = x.view(B, h, w, DESC_DIM + 1, r, r).permute(0, 3, 1, 4, 2, 5)  # (B, 25, h, 16, w, 16)
+        return x.reshape(B, DESC_DIM + 1, h * r, w * r)
 
 
 class Head(nn.Module):
