@@ -1,0 +1,356 @@
+"""A network-output simulator: what MASt3R would return, built from exact ground truth.
+
+FOR TESTS AND EVALUATION ONLY: never a default engine. ``NetworkOutputSimulator``
+implements the ``PairEngine`` protocol of ``mast3r_ros.model.types`` so tracking, mapping
+and relocalization run unchanged on synthetic data, with noise we control.
+
+How frames are found: ``encode(image, frame_id=...)`` looks the frame up in the
+``SyntheticSequence`` it was built from (e.g. ``read_bag(...)``) by ``frame_id`` = the
+image header stamp as ``"sec.nanosec"`` (9-digit nanoseconds, ``sequence.stamp_id``);
+when ``frame_id`` is None or unknown it falls back to the exact bytes of the image (an
+rgb8/bgr8 image converted back to RGB matches); otherwise it raises ``KeyError``.
+
+What it returns, at the network resolution of the real preprocessing
+(``compute_transform(H, W, size)``), for an ordered pair (view 1, view 2):
+
+- ``pts3d``: each network pixel's surface point (depth resampled from the original
+  image: inverse depth interpolated bilinearly where the four neighbours agree, which is
+  exact on planes, nearest otherwise, on the pixel's own ray), in view 1's camera frame.
+  Noise: depth error with std ``depth_noise_abs + depth_noise_rel * z`` along the ray, a
+  global scale ``scale_error * exp(N(0, scale_jitter))`` of the pair, and outliers.
+- ``desc``: unit 24-d random Fourier features of the world-space surface point (wavelengths
+  log-spaced in ``[desc_min_wavelength, desc_max_wavelength]`` metres), so the same surface
+  point has the same descriptor in every view; plus Gaussian ``desc_noise`` (renormalised).
+- ``conf`` (>= 1) and ``desc_conf`` (> 0): high where the image is textured and the
+  surface is seen by both views; low on weak texture (local mean gradient below
+  ``low_texture_threshold``, where descriptors are also scrambled: low-texture failure)
+  and where the other view cannot see the surface (occlusion / outside its image).
+- Outliers: a fraction ``outlier_fraction`` of pixels gets its depth scaled by U(0.5, 2)
+  and the descriptor of another random pixel, with normal confidences (deceptive).
+
+Noise is deterministic per (``seed``, frame index 1, frame index 2).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from mast3r_ros.model.preprocess import compute_transform, resize_and_crop
+from mast3r_ros.model.types import EncodedView, ImageTransform, PairPrediction, ViewPrediction
+
+from ._config import config_from_dict
+from .sequence import SyntheticFrame, SyntheticSequence, parse_stamp_id
+
+log = logging.getLogger(__name__)
+
+DESC_DIM = 24
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Noise and output settings of ``NetworkOutputSimulator``. Defaults: no noise."""
+
+    size: int = 512                    # long side of the network input (512 = the checkpoint)
+    seed: int = 0                      # noise and descriptor-field seed
+    depth_noise_abs: float = 0.0       # depth noise std at zero depth, metres
+    depth_noise_rel: float = 0.0       # depth noise std growth, metres per metre of depth
+    scale_error: float = 1.0           # global scale of every pair's pointmaps (1 = metric)
+    scale_jitter: float = 0.0          # std of the per-pair log-scale on top of scale_error
+    desc_noise: float = 0.0            # std of Gaussian noise per descriptor component
+    outlier_fraction: float = 0.0      # fraction of pixels with gross depth/descriptor errors
+    low_texture_threshold: float = 4.0  # mean |gradient| (grey levels/pixel, 9x9) below = weak
+    weak_desc_noise: float = 1.0       # descriptor noise std on weak texture (scrambles them)
+    weak_depth_noise_factor: float = 3.0  # depth noise multiplier on weak texture
+    occlusion: bool = True             # lower confidences where the other view can't see
+    occlusion_tolerance: float = 0.02  # relative depth tolerance of the covisibility test
+    conf_gain: float = 20.0            # conf = 1 + conf_gain * texture * covis * exp(-z/conf_depth)
+    conf_depth: float = 8.0            # metres
+    desc_conf_floor: float = 0.05      # desc_conf = floor + gain * texture * covis
+    desc_conf_gain: float = 2.0
+    desc_min_wavelength: float = 0.1   # descriptor field wavelengths, metres (>> pixel footprint)
+    desc_max_wavelength: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("depth_noise_abs", "depth_noise_rel", "scale_jitter", "desc_noise",
+                     "weak_desc_noise", "occlusion_tolerance", "low_texture_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.outlier_fraction < 1.0:
+            raise ValueError(f"outlier_fraction must be in [0, 1), got {self.outlier_fraction}")
+        if self.scale_error <= 0:
+            raise ValueError(f"scale_error must be > 0, got {self.scale_error}")
+        if not 0 < self.desc_min_wavelength <= self.desc_max_wavelength:
+            raise ValueError("need 0 < desc_min_wavelength <= desc_max_wavelength")
+        if self.desc_conf_floor <= 0 or self.conf_gain < 0:
+            raise ValueError("desc_conf_floor must be > 0 and conf_gain >= 0")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SimulatorConfig":
+        """Build from a dict, rejecting unknown keys."""
+        return config_from_dict(cls, values)
+
+    @classmethod
+    def exact(cls, **overrides: Any) -> "SimulatorConfig":
+        """No noise, no outliers, no low-texture failures (confidences still vary)."""
+        return config_from_dict(cls, {"low_texture_threshold": 0.0, **overrides})
+
+    @classmethod
+    def realistic(cls, **overrides: Any) -> "SimulatorConfig":
+        """Noise of roughly the real network's size on indoor scenes."""
+        base = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02,
+                    desc_noise=0.03, outlier_fraction=0.02)
+        return config_from_dict(cls, {**base, **overrides})
+
+
+class DescriptorField:
+    """Unit 24-d descriptors of world points: ``normalize(cos(W p + b))``, W (24, 3) with
+    random directions and wavelengths log-spaced in [min, max] metres."""
+
+    def __init__(self, seed: int, min_wavelength: float, max_wavelength: float,
+                 dim: int = DESC_DIM) -> None:
+        rng = np.random.default_rng([int(seed), 0xDE5C])
+        lam = np.exp(np.linspace(np.log(min_wavelength), np.log(max_wavelength), dim))
+        dirs = rng.normal(size=(dim, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        self.W = (2 * np.pi / lam)[:, None] * dirs  # (D, 3)
+        self.b = rng.uniform(0, 2 * np.pi, dim)     # (D,)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """(..., 3) world points, metres -> (..., D) float32 unit descriptors."""
+        f = np.cos(points @ self.W.T + self.b)
+        return (f / np.linalg.norm(f, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class _SimFeatures:
+    """What ``encode`` caches for one view (network resolution h x w)."""
+
+    index: int                 # frame index in the sequence
+    K_net: np.ndarray          # (3, 3) intrinsics of the network image
+    T_world_cam: np.ndarray    # (4, 4)
+    rays: np.ndarray           # (h, w, 3) camera rays with z = 1
+    depth: np.ndarray          # (h, w) float64 exact depth, metres
+    world: np.ndarray          # (h, w, 3) float64 exact world points
+    desc: np.ndarray           # (h, w, D) float32 exact descriptors
+    texture: np.ndarray        # (h, w) float32 texture weight in [0, 1]
+
+
+def resample_depth(depth: np.ndarray, transform: ImageTransform) -> np.ndarray:
+    """Depth (H, W) of the original image at the network pixels (h, w), float64.
+
+    Inverse depth is interpolated bilinearly where the four neighbours agree within 1 %
+    (exact on planes), else the nearest pixel's depth is taken.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    H, W = depth.shape
+    h, w = transform.network_size
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    uv = transform.net_to_orig(np.stack([xs.ravel(), ys.ravel()], axis=1))
+    u = np.clip(uv[:, 0], 0, W - 1)
+    v = np.clip(uv[:, 1], 0, H - 1)
+    x0 = np.clip(np.floor(u).astype(int), 0, W - 2)
+    y0 = np.clip(np.floor(v).astype(int), 0, H - 2)
+    fx, fy = u - x0, v - y0
+    corners = np.stack([depth[y0, x0], depth[y0, x0 + 1], depth[y0 + 1, x0],
+                        depth[y0 + 1, x0 + 1]], axis=1)  # (N, 4)
+    inv = 1.0 / corners
+    inv_i = ((1 - fx) * (1 - fy) * inv[:, 0] + fx * (1 - fy) * inv[:, 1]
+             + (1 - fx) * fy * inv[:, 2] + fx * fy * inv[:, 3])
+    smooth = corners.max(axis=1) <= 1.01 * corners.min(axis=1)
+    nearest = depth[np.clip(np.rint(v).astype(int), 0, H - 1), np.clip(np.rint(u).astype(int), 0, W - 1)]
+    return np.where(smooth, 1.0 / inv_i, nearest).reshape(h, w)
+
+
+def texture_weight(rgb_net: np.ndarray, threshold: float) -> np.ndarray:
+    """(h, w) weight in [0, 1]: local mean gradient magnitude (9x9) over ``threshold``
+    (1 everywhere when the threshold is 0)."""
+    if threshold <= 0:
+        return np.ones(rgb_net.shape[:2], dtype=np.float32)
+    grey = cv2.cvtColor(rgb_net, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    mag = cv2.blur(np.sqrt(gx * gx + gy * gy), (9, 9))
+    return np.clip(mag / threshold, 0.0, 1.0)
+
+
+class NetworkOutputSimulator:
+    """``PairEngine`` over a synthetic sequence with ground truth. Tests/evaluation only.
+
+    Args:
+        sequence: frames with ``depth`` and ``T_world_cam`` (``generate`` or ``read_bag``).
+        config: noise and resolution settings (``SimulatorConfig.exact()`` for none).
+        device: torch device of the returned tensors.
+
+    Raises:
+        ValueError: a frame lacks depth or pose, or stamps repeat.
+    """
+
+    def __init__(self, sequence: SyntheticSequence, config: SimulatorConfig = SimulatorConfig(),
+                 device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.frames: tuple[SyntheticFrame, ...] = sequence.frames
+        self._by_stamp: dict[int, int] = {}
+        self._by_hash: dict[bytes, int] = {}
+        for i, f in enumerate(self.frames):
+            if f.depth is None or f.T_world_cam is None:
+                raise ValueError(f"frame {i} has no depth or pose; the simulator needs both "
+                                 "(write the bag with depth and ground truth)")
+            if f.stamp_ns in self._by_stamp:
+                raise ValueError(f"two frames share the stamp {f.frame_id}")
+            self._by_stamp[f.stamp_ns] = i
+            self._by_hash.setdefault(self._digest(f.rgb), i)
+        self.field = DescriptorField(config.seed, config.desc_min_wavelength,
+                                     config.desc_max_wavelength)
+        log.warning("NetworkOutputSimulator in use: outputs come from ground truth, not a network")
+
+    @classmethod
+    def from_bag(cls, bag_dir: str | Path, config: SimulatorConfig = SimulatorConfig(),
+                 device: str | torch.device = "cpu") -> "NetworkOutputSimulator":
+        """Build from a synthetic bag (``read_bag``)."""
+        from .bag import read_bag
+
+        return cls(read_bag(bag_dir), config, device)
+
+    @staticmethod
+    def _digest(rgb: np.ndarray) -> bytes:
+        a = np.ascontiguousarray(rgb)
+        return hashlib.blake2b(a.tobytes() + str(a.shape).encode(), digest_size=16).digest()
+
+    def frame_index(self, image: np.ndarray | None, frame_id: str | None) -> int:
+        """Index of the frame named by ``frame_id`` ("sec.nanosec"), else by image bytes.
+
+        Raises:
+            KeyError: neither identifies a frame of the sequence.
+        """
+        if frame_id is not None:
+            try:
+                idx = self._by_stamp.get(parse_stamp_id(frame_id))
+            except ValueError:
+                idx = None
+            if idx is not None:
+                return idx
+        if image is not None:
+            idx = self._by_hash.get(self._digest(image))
+            if idx is not None:
+                return idx
+        raise KeyError(
+            f"frame_id {frame_id!r} and the image bytes match no frame of the sequence; pass "
+            "the image header stamp as 'sec.nanosec' (e.g. "
+            f"{self.frames[0].frame_id!r}) or the exact RGB image")
+
+    # ------------------------------------------------------------------ PairEngine
+
+    def encode(self, image: np.ndarray, *, frame_id: str | None = None) -> EncodedView:
+        """Look the frame up and cache its ground truth at network resolution.
+
+        Raises:
+            ValueError: not an (H, W, 3) uint8 image, or its size differs from the frame's.
+            KeyError: unknown frame (see ``frame_index``).
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        idx = self.frame_index(image, frame_id)
+        frame = self.frames[idx]
+        if image.shape != frame.rgb.shape:
+            raise ValueError(f"image is {image.shape} but frame {frame.frame_id} is {frame.rgb.shape}")
+        H, W = image.shape[:2]
+        transform = compute_transform(H, W, size=self.config.size)
+        h, w = transform.network_size
+        K_net = transform.intrinsics_to_net(frame.K)
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        rays = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ np.linalg.inv(K_net).T  # (h, w, 3)
+        depth = resample_depth(frame.depth, transform)
+        T = np.asarray(frame.T_world_cam, dtype=np.float64)
+        world = (rays * depth[..., None]) @ T[:3, :3].T + T[:3, 3]
+        rgb_net = resize_and_crop(frame.rgb, transform)
+        feats = _SimFeatures(idx, K_net, T, rays, depth, world, self.field(world),
+                             texture_weight(rgb_net, self.config.low_texture_threshold))
+        return EncodedView(features=feats, transform=transform,
+                           frame_id=frame_id if frame_id is not None else frame.frame_id)
+
+    def decode(self, view1: EncodedView, view2: EncodedView) -> PairPrediction:
+        """Simulated prediction for the ordered pair; both pointmaps in view 1's frame."""
+        f1, f2 = self._features(view1, "view1"), self._features(view2, "view2")
+        cfg = self.config
+        rng = np.random.default_rng([int(cfg.seed), f1.index, f2.index, 0x51])
+        scale = cfg.scale_error * float(np.exp(rng.normal(0.0, cfg.scale_jitter))) \
+            if cfg.scale_jitter > 0 else cfg.scale_error
+        T_c1_w = np.linalg.inv(f1.T_world_cam)
+        preds = []
+        for f, other, tr in ((f1, f2, view1.transform), (f2, f1, view2.transform)):
+            covis = self._covisible(f, other) if cfg.occlusion else np.ones(f.depth.shape, bool)
+            preds.append(self._view(f, tr, covis, T_c1_w, scale, rng))
+        return PairPrediction(preds[0], preds[1])
+
+    def decode_batch(self, pairs: Sequence[tuple[EncodedView, EncodedView]]) -> list[PairPrediction]:
+        """``decode`` for each pair (no batching gain on a simulator)."""
+        return [self.decode(a, b) for a, b in pairs]
+
+    # ------------------------------------------------------------------ internals
+
+    def _features(self, view: EncodedView, name: str) -> _SimFeatures:
+        if not isinstance(view.features, _SimFeatures):
+            raise ValueError(f"{name} was not encoded by this simulator (features are "
+                             f"{type(view.features).__name__})")
+        return view.features
+
+    def _covisible(self, f: _SimFeatures, other: _SimFeatures) -> np.ndarray:
+        """(h, w) bool: f's surface points are seen by ``other`` (in its image, unoccluded)."""
+        T_o_w = np.linalg.inv(other.T_world_cam)
+        pc = f.world @ T_o_w[:3, :3].T + T_o_w[:3, 3]  # (h, w, 3)
+        z = pc[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = (pc / z[..., None]) @ other.K_net.T
+        ho, wo = other.depth.shape
+        x = np.rint(uv[..., 0])
+        y = np.rint(uv[..., 1])
+        inside = (z > 1e-6) & (x >= 0) & (x < wo) & (y >= 0) & (y < ho)
+        xi = np.where(inside, x, 0).astype(int)
+        yi = np.where(inside, y, 0).astype(int)
+        d_other = other.depth[yi, xi]
+        tol = self.config.occlusion_tolerance * d_other + 0.01
+        return inside & (z <= d_other + tol)
+
+    def _view(self, f: _SimFeatures, transform: ImageTransform, covis: np.ndarray,
+              T_c1_w: np.ndarray, scale: float, rng: np.random.Generator) -> ViewPrediction:
+        cfg = self.config
+        h, w = f.depth.shape
+        tex = f.texture.astype(np.float64)
+        weak = tex < 1.0
+        depth = f.depth.copy()
+        sigma = cfg.depth_noise_abs + cfg.depth_noise_rel * depth
+        sigma = np.where(weak, sigma * cfg.weak_depth_noise_factor, sigma)
+        if sigma.max() > 0:
+            depth = depth + sigma * rng.standard_normal((h, w))
+        desc = f.desc.copy()
+        noise = np.where(weak, cfg.desc_noise + cfg.weak_desc_noise * (1 - tex), cfg.desc_noise)
+        if noise.max() > 0:
+            desc = desc + (noise[..., None] * rng.standard_normal(desc.shape)).astype(np.float32)
+        if cfg.outlier_fraction > 0:
+            out = rng.random((h, w)) < cfg.outlier_fraction
+            depth = np.where(out, depth * rng.uniform(0.5, 2.0, (h, w)), depth)
+            src = rng.integers(0, h * w, size=int(out.sum()))
+            desc[out] = desc.reshape(-1, desc.shape[-1])[src]
+        depth = np.maximum(depth, 1e-3)
+        cam = f.rays * depth[..., None]
+        T = T_c1_w @ f.T_world_cam  # this camera -> camera 1
+        pts = scale * (cam @ T[:3, :3].T + T[:3, 3])
+        desc /= np.linalg.norm(desc, axis=-1, keepdims=True)
+        vis = np.where(covis, 1.0, 0.15)
+        conf = 1.0 + cfg.conf_gain * tex * vis * np.exp(-f.depth / cfg.conf_depth)
+        desc_conf = cfg.desc_conf_floor + cfg.desc_conf_gain * tex * vis
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+
+        return ViewPrediction(pts3d=t(pts), conf=t(conf), desc=t(desc), desc_conf=t(desc_conf),
+                              transform=transform)
