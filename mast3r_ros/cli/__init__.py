@@ -14,6 +14,8 @@ import sys
 # subcommand name -> (module, one-line help). Modules are imported only when needed.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("mast3r_ros.cli.info", "print versions and what is available (torch, CUDA, ROS)"),
+    "match": ("mast3r_ros.cli.match", "match two images (or an infer .npz) with fast reciprocal matching"),
+    "bench-match": ("mast3r_ros.cli.bench_match", "time FRM vs dense mutual NN (and PnP solvers) on CPU/GPU"),
     "synth": ("mast3r_ros.cli.synth", "render a synthetic scene into a rosbag2 + groundtruth.tum"),
     "eval": ("mast3r_ros.cli.eval", "ATE/RPE of a TUM trajectory against ground truth, with a plot"),
     "infer": ("mast3r_ros.cli.infer", "run MASt3R on an image pair and write an .npz"),
