@@ -21,7 +21,7 @@ import torch
 from mast3r_ros.model.checkpoint import Checkpoint, build_model
 from mast3r_ros.model.network import Mast3rConfig, Mast3rNet
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reference]
 
 
 def _fnv1a32(s: str) -> int:
