@@ -14,7 +14,7 @@ What it returns, at the network resolution of the real preprocessing
 (``compute_transform(H, W, size)``), for an ordered pair (view 1, view 2):
 
 - ``pts3d``: each network pixel's surface point (depth resampled from the original
-  image: inverse depth interpolated bilinearly where the four neighbours agree, which is
+  image: inverse depth interpolated bilinearly where the four neighbours agree within 5 %, which is
   exact on planes, nearest otherwise, on the pixel's own ray), in view 1's camera frame.
   Noise: depth error with std ``depth_noise_abs + depth_noise_rel * z`` along the ray, a
   global scale ``scale_error * exp(N(0, scale_jitter))`` of the pair, and outliers.
@@ -145,7 +145,7 @@ class _SimFeatures:
 def resample_depth(depth: np.ndarray, transform: ImageTransform) -> np.ndarray:
     """Depth (H, W) of the original image at the network pixels (h, w), float64.
 
-    Inverse depth is interpolated bilinearly where the four neighbours agree within 1 %
+    Inverse depth is interpolated bilinearly where the four neighbours agree within 5 %
     (exact on planes), else the nearest pixel's depth is taken.
     """
     depth = np.asarray(depth, dtype=np.float64)
@@ -163,7 +163,7 @@ def resample_depth(depth: np.ndarray, transform: ImageTransform) -> np.ndarray:
     inv = 1.0 / corners
     inv_i = ((1 - fx) * (1 - fy) * inv[:, 0] + fx * (1 - fy) * inv[:, 1]
              + (1 - fx) * fy * inv[:, 2] + fx * fy * inv[:, 3])
-    smooth = corners.max(axis=1) <= 1.01 * corners.min(axis=1)
+    smooth = corners.max(axis=1) <= 1.05 * corners.min(axis=1)
     nearest = depth[np.clip(np.rint(v).astype(int), 0, H - 1), np.clip(np.rint(u).astype(int), 0, W - 1)]
     return np.where(smooth, 1.0 / inv_i, nearest).reshape(h, w)
 
