@@ -3,4 +3,10 @@
 - ``scene``: procedural textured rooms (``make_scene``).
 - ``render``: numpy ray caster, RGB + exact metric depth (``render``, ``pinhole_K``).
 - ``trajectory``: camera paths (``make_trajectory``, ``relocalization_views``).
+- ``sequence``: rendered frames with ground truth (``generate``, ``render_sequence``).
+- ``bag``: rosbag2 writer/reader (``write_dataset``, ``write_bag``, ``read_bag``).
+- ``simulator``: ``NetworkOutputSimulator``, a ``PairEngine`` built from ground truth
+  (never a default engine).
+
+Nothing heavy is imported here; import from the submodules.
 """
