@@ -2,12 +2,14 @@
 from MASt3R pointmaps).
 
 Solver choice: poselib (``estimate_absolute_pose`` / ``estimate_relative_pose``: LO-RANSAC with
-P3P / 5-point minimal solvers and a Cauchy-robust Levenberg-Marquardt refinement of the
-inliers built in). Measured on this machine (1000 matches, 50 % outliers, 1 px noise; see
-``benchmarks/RESULTS.md`` and ``mast3r-ros bench-match --pose``) it is as fast as or faster
-than OpenCV ``solvePnPRansac`` with ``USAC_MAGSAC`` and about twice as fast as ``SOLVEPNP_SQPNP``
-inside RANSAC, with the lowest rotation/translation error, and it refines non-linearly without
-a second call. OpenCV stays available as ``PnPSolver.OPENCV_MAGSAC`` (+ ``solvePnPRefineLM``).
+P3P / 5-point minimal solvers and a robust (Cauchy) Levenberg-Marquardt refinement of the
+inliers built in). Measured here with ``mast3r-ros bench-match --pose`` (1000 matches, 50 %
+outliers, 1 px noise, median of 5 scenes, 2-core CPU; see ``benchmarks/RESULTS.md``):
+poselib 7.6 ms, 0.019 deg / 1.4 mm; OpenCV ``solvePnPRansac(USAC_MAGSAC)`` + ``solvePnPRefineLM``
+9.7 ms, 0.017 deg / 1.2 mm; ``SOLVEPNP_SQPNP`` in RANSAC + LM 19.0 ms, 0.019 deg / 1.6 mm. The
+accuracies are equal within the noise; poselib is the fastest, refines non-linearly in the same
+call, is seeded (reproducible), and the same library gives the 5-point relative pose. The
+OpenCV solvers stay available as ``PnPSolver.OPENCV_MAGSAC`` / ``PnPSolver.OPENCV_SQPNP``.
 """
 from __future__ import annotations
 

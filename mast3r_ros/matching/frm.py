@@ -299,8 +299,11 @@ def fast_reciprocal_nn(
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     h1, w1, d = desc1.shape
     dev = desc1.device
-    f1 = desc1.reshape(-1, d)  # (H1*W1, D)
-    f2 = desc2.to(device=dev, dtype=desc1.dtype).reshape(-1, d)  # (H2*W2, D)
+    dtype = desc1.dtype
+    if dev.type == "cpu" and dtype not in (torch.float32, torch.float64):
+        dtype = torch.float32  # half types: slow CPU matmul and no numpy argmax
+    f1 = desc1.to(dtype).reshape(-1, d)  # (H1*W1, D)
+    f2 = desc2.to(device=dev, dtype=dtype).reshape(-1, d)  # (H2*W2, D)
 
     if seeds_xy is None:
         p1 = grid_seeds(h1, w1, subsample, dev)
@@ -355,8 +358,11 @@ def mutual_nn(
     _check_desc_map("desc1", desc1)
     _check_desc_map("desc2", desc2)
     d = desc1.shape[2]
-    f1 = desc1.reshape(-1, d)
-    f2 = desc2.to(device=desc1.device, dtype=desc1.dtype).reshape(-1, d)
+    dtype = desc1.dtype
+    if desc1.device.type == "cpu" and dtype not in (torch.float32, torch.float64):
+        dtype = torch.float32
+    f1 = desc1.to(dtype).reshape(-1, d)
+    f2 = desc2.to(device=desc1.device, dtype=dtype).reshape(-1, d)
     nn12 = nearest_neighbors(f1, f2, backend=backend, block_elems=block_elems)  # (N1,)
     nn21 = nearest_neighbors(f2, f1, backend=backend, block_elems=block_elems)  # (N2,)
     i1 = torch.arange(f1.shape[0], device=f1.device)
