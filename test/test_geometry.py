@@ -272,3 +272,26 @@ def test_covariance_matches_monte_carlo():
     emp = np.var(np.array(centres), axis=0)
     pred = np.mean([np.diag(c)[:3] for c in covs], axis=0)
     assert np.all(emp / pred > 0.4) and np.all(emp / pred < 2.5), (emp, pred)
+
+
+def test_essential_with_estimated_intrinsics():
+    """Unknown intrinsics: K of each camera from its own-frame pointmap, then E + metric scale."""
+    rng = np.random.default_rng(9)
+    f_true, h, w = 280.0, 240, 320
+    Kt = intrinsics_matrix(f_true, (w - 1) / 2, (h - 1) / 2)
+    P1 = pointmap(f_true, (w - 1) / 2, (h - 1) / 2, h=h, w=w, seed=9)  # camera-1 frame
+    T_cam2_cam1 = random_T(rng, 15, 0.5)
+    K1 = estimate_focal(P1).K
+    idx = rng.choice(h * w, 800, replace=False)
+    X1 = P1.reshape(-1, 3)[idx]
+    uv1 = np.stack([idx % w, idx // w], 1).astype(float)
+    X2 = transform_points(T_cam2_cam1, X1)
+    uv2 = project(X2, Kt)
+    vis = np.all((uv2 >= 0) & (uv2 < [w, h]), 1) & (X2[:, 2] > 0)
+    # camera 2's own pointmap would give its K the same way; same camera here
+    K2 = K1
+    uv2n, _ = corrupt(rng, uv2[vis])
+    res = relative_pose_essential(uv1[vis] + rng.normal(size=(vis.sum(), 2)), uv2n, K1, K2, X1[vis])
+    assert rotation_angle_deg(res.T_cam2_cam1, T_cam2_cam1) <= ROT_TOL_DEG
+    t_err = np.linalg.norm(res.T_cam2_cam1[:3, 3] - T_cam2_cam1[:3, 3])
+    assert t_err <= TRANS_TOL_REL * np.median(X1[:, 2])

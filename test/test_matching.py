@@ -187,3 +187,12 @@ def test_bad_inputs_raise():
     assert FRMConfig.from_dict({"backend": "faiss"}).backend is NNBackend.FAISS
     with pytest.raises(TypeError, match="torch.Tensor"):
         fast_reciprocal_nn(np.zeros((8, 8, 24)), d)
+
+
+def test_half_precision_descriptors_on_cpu():
+    """bf16 maps are matched in float32 on CPU (numpy has no bf16 argmax)."""
+    p = homography_pair(32, 48, noise=0.02, seed=7)
+    a = fast_reciprocal_nn(p.desc1.bfloat16().float(), p.desc2.bfloat16().float(), subsample=4)
+    b = fast_reciprocal_nn(p.desc1.bfloat16(), p.desc2.bfloat16(), subsample=4)
+    assert torch.equal(a.idx1, b.idx1) and torch.equal(a.idx2, b.idx2)
+    assert len(mutual_nn(p.desc1.bfloat16(), p.desc2.bfloat16()).idx1) > 0

@@ -83,7 +83,7 @@ def bench_pose(n: int = 1000, outliers: float = 0.5, noise: float = 1.0, trials:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mast3r_ros.matching import FRMConfig, NNBackend, fast_reciprocal_nn, mutual_nn
+    from mast3r_ros.matching import NNBackend, fast_reciprocal_nn, mutual_nn
     from mast3r_ros.matching.synthetic import homography_pair
 
     if args.repeat < 1:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
@@ -308,7 +308,7 @@ def fast_reciprocal_nn(
     if seeds_xy is None:
         p1 = grid_seeds(h1, w1, subsample, dev)
     else:
-        xy = torch.as_tensor(np.asarray(seeds_xy) if not isinstance(seeds_xy, torch.Tensor) else seeds_xy)
+        xy = seeds_xy if isinstance(seeds_xy, torch.Tensor) else torch.from_numpy(np.asarray(seeds_xy))
         if xy.ndim != 2 or xy.shape[1] != 2:
             raise ValueError(f"seeds_xy must be (S, 2) (x, y), got {tuple(xy.shape)}")
         xy = xy.to(device=dev, dtype=torch.int64)
