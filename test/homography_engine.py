@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mast3r_ros.matching.synthetic import FourierDescriptorField
+from mast3r_ros.synth.descriptors import FourierDescriptorField
 from mast3r_ros.model.preprocess import compute_transform
 from mast3r_ros.model.types import EncodedView, PairPrediction, ViewPrediction
 
@@ -49,7 +49,7 @@ class HomographyDescriptorEngine:
     def __init__(self, H_21: np.ndarray, size: int = 256, seed: int = 0):
         self.H_plane_from = {0: np.eye(3), 1: np.linalg.inv(H_21)}
         self.size = size
-        self.field = FourierDescriptorField(dim=24, min_wavelength=24.0, max_wavelength=2000.0, seed=seed)
+        self.field = FourierDescriptorField(seed, 24.0, 2000.0, in_dim=2)
         self.n_encode = 0
         self.n_decode_batch = 0
 

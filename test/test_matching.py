@@ -10,7 +10,7 @@ from mast3r_ros.matching import (
     FRMConfig, NNBackend, border_mask, fast_reciprocal_nn, grid_seeds, match_descriptors,
     match_prediction, mutual_nn, nearest_neighbors,
 )
-from mast3r_ros.matching.synthetic import homography_pair
+from mast3r_ros.synth.homography import homography_pair
 from mast3r_ros.model.types import ImageTransform, PairPrediction, ViewPrediction
 
 FIXTURES = ["public", "vitl_formula"]

@@ -61,7 +61,7 @@ def test_config_defaults_are_official_vitl():
 
 
 def test_config_from_dict_rejects_unknown_keys():
-    with pytest.raises(ValueError, match=r"unknown Mast3rConfig key\(s\) \['enc_dpth'\]; valid keys: .*enc_depth"):
+    with pytest.raises(ValueError, match=r"unknown Mast3rConfig key\(s\) \['enc_dpth'\]; valid keys are .*enc_depth"):
         Mast3rConfig.from_dict({"enc_dpth": 3})
     c = Mast3rConfig.from_dict({"enc_depth": 3, "dpt_layer_dims": [1, 2, 3, 4]})
     assert c.enc_depth == 3 and c.dpt_layer_dims == (1, 2, 3, 4)

@@ -86,7 +86,7 @@ def test_camera_info_roundtrip_unknown_and_invalid():
         camera_info_to_K(K_to_camera_info(bad, 640, 480))
     bad = K.copy()
     bad[1, 1] = -3
-    with pytest.raises(ValueError, match="non-positive focal"):
+    with pytest.raises(ValueError, match="fx, fy > 0"):
         camera_info_to_K(K_to_camera_info(bad, 640, 480))
 
 

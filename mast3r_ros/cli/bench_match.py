@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mast3r_ros.matching import NNBackend, fast_reciprocal_nn, mutual_nn
-    from mast3r_ros.matching.synthetic import homography_pair
+    from mast3r_ros.synth.homography import homography_pair
 
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")

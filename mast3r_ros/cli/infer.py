@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mast3r_ros.cli._common import engine_from_args, load_rgb
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_KEYS = ("view1_pts3d", "view1_conf", "view1_desc", "view1_desc_conf",
@@ -29,20 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, EXIF orientation applied (as the reference loader does)."""
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
-
-
 def prediction_arrays(pred) -> dict[str, np.ndarray]:
     """``PairPrediction`` -> the infer .npz arrays (float32, no batch dimension)."""
     f = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
@@ -53,19 +41,8 @@ def prediction_arrays(pred) -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mast3r_ros.model.engine import Mast3rEngine
-
     images = [load_rgb(args.img1), load_rgb(args.img2)]
-    if args.no_resize:
-        from mast3r_ros.model.preprocess import check_network_size
-
-        for path, im in zip((args.img1, args.img2), images):
-            try:
-                check_network_size(*im.shape[:2])
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
-    engine = Mast3rEngine.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype,
-                                          size=args.size, resize=not args.no_resize)
+    engine = engine_from_args(args, (args.img1, args.img2), images)
     pred = engine.predict(*images)
     arrays = prediction_arrays(pred)
     out = Path(args.out)

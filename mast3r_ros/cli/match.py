@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mast3r_ros.cli._common import engine_from_args, load_rgb
+
 logger = logging.getLogger(__name__)
 
 
@@ -108,8 +110,6 @@ def draw_matches(img1: np.ndarray, img2: np.ndarray, xy1: np.ndarray, xy2: np.nd
 
 
 def run(args: argparse.Namespace) -> int:
-    from mast3r_ros.cli.infer import load_rgb
-
     if (args.img1 is None) != (args.img2 is None):
         raise ValueError("give both IMG1 and IMG2, or neither (only with --desc)")
     if args.subsample < 1 or args.border < 0:
@@ -129,18 +129,7 @@ def run(args: argparse.Namespace) -> int:
         xy1, xy2 = m.xy1, m.xy2
     else:
         from mast3r_ros.matching import match_prediction
-        from mast3r_ros.model.engine import Mast3rEngine
-
-        if args.no_resize:
-            from mast3r_ros.model.preprocess import check_network_size
-
-            for path, im in zip((args.img1, args.img2), images):
-                try:
-                    check_network_size(*im.shape[:2])
-                except ValueError as exc:
-                    raise ValueError(f"{path}: {exc}") from None
-        engine = Mast3rEngine.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype,
-                                              size=args.size, resize=not args.no_resize)
+        engine = engine_from_args(args, (args.img1, args.img2), images)
         if args.coarse_to_fine:
             from mast3r_ros.matching.coarse_to_fine import CoarseToFineConfig, coarse_to_fine_match
 

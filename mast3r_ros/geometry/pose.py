@@ -14,12 +14,13 @@ OpenCV solvers stay available as ``PnPSolver.OPENCV_MAGSAC`` / ``PnPSolver.OPENC
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
 import numpy as np
 
+from mast3r_ros.config import config_from_dict
 from mast3r_ros.geometry.covariance import pose_covariance
 from mast3r_ros.geometry.intrinsics import check_K
 from mast3r_ros.geometry.transforms import invert_T, make_T
@@ -36,14 +37,6 @@ class PnPSolver(Enum):
     POSELIB = "poselib"  # LO-RANSAC + P3P + LM refinement (default, see module docstring)
     OPENCV_MAGSAC = "opencv_magsac"  # cv2.solvePnPRansac(USAC_MAGSAC) + cv2.solvePnPRefineLM
     OPENCV_SQPNP = "opencv_sqpnp"  # cv2.solvePnPRansac(SOLVEPNP_SQPNP) + cv2.solvePnPRefineLM
-
-
-def _from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(names)}")
-    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class PnPConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PnPConfig":
         """Build from a dict, rejecting unknown keys."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass
@@ -185,7 +178,7 @@ class RelativePoseConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RelativePoseConfig":
         """Build from a dict, rejecting unknown keys."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass

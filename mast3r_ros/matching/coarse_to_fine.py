@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
+from mast3r_ros.config import config_from_dict
 from mast3r_ros.matching.frm import FRMConfig, Matches, match_prediction
 from mast3r_ros.model.types import PairEngine
 
@@ -54,17 +55,13 @@ class CoarseToFineConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CoarseToFineConfig":
         """Build from a dict (nested FRM settings as dicts), rejecting unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown CoarseToFineConfig key(s) {unknown}; valid keys are {sorted(names)}")
         data = dict(data)
         for k in ("coarse", "fine"):
             if isinstance(data.get(k), Mapping):
                 data[k] = FRMConfig.from_dict(data[k])
         if "window_size" in data:
             data["window_size"] = tuple(data["window_size"])
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass

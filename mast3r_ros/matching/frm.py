@@ -22,7 +22,6 @@ ever searched twice. ``faiss`` can be used as an alternative CPU backend.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from mast3r_ros.config import config_from_dict
 
 from mast3r_ros.model.types import ImageTransform, PairPrediction
 
@@ -55,16 +56,6 @@ class NNBackend(Enum):
 
     TORCH = "torch"  # blocked matmul + argmax on the descriptors' device (exact, first index wins ties)
     FAISS = "faiss"  # faiss IndexFlatIP on CPU (exact up to float rounding; tie order is faiss's)
-
-
-def _config_from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(names)}"
-        )
-    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -94,7 +85,7 @@ class FRMConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FRMConfig":
         """Build from a dict, rejecting unknown keys (and listing the valid ones)."""
-        return _config_from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass

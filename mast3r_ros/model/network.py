@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mast3r_ros.config import config_from_dict
+
 logger = logging.getLogger(__name__)
 
 DESC_DIM = 24  # output_mode 'pts3d+desc24'
@@ -82,11 +84,7 @@ class Mast3rConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Mast3rConfig":
         """Build from a dict; unknown keys are an error that lists the valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown Mast3rConfig key(s) {unknown}; valid keys: {valid}")
-        return cls(**dict(values))
+        return config_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

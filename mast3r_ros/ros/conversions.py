@@ -12,6 +12,9 @@ import numpy as np
 from geometry_msgs.msg import Pose, PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 
+from mast3r_ros.geometry.intrinsics import check_K
+from mast3r_ros.geometry.transforms import T_to_pose, pose_to_T
+
 # encoding -> (channels, numpy dtype, channel order as stored)
 _ENCODINGS: dict[str, tuple[int, np.dtype, str]] = {
     "rgb8": (3, np.dtype(np.uint8), "rgb"),
@@ -107,20 +110,15 @@ def camera_info_to_K(msg: CameraInfo | None) -> np.ndarray | None:
     """3x3 intrinsics from ``CameraInfo``, or None when unknown (absent or all-zero K).
 
     Raises:
-        ValueError: K has NaN/inf, a non-positive focal length, or a malformed last row.
+        ValueError: K has NaN/inf, a non-positive focal length, or a malformed last row
+            (checked by ``mast3r_ros.geometry.check_K``).
     """
     if msg is None:
         return None
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.any(K):
         return None
-    if not np.all(np.isfinite(K)):
-        raise ValueError(f"camera_info.k has non-finite values: {K.ravel().tolist()}")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ValueError(f"camera_info.k has non-positive focal lengths fx={K[0, 0]}, fy={K[1, 1]}")
-    if not np.allclose(K[2], [0, 0, 1]):
-        raise ValueError(f"camera_info.k last row must be [0, 0, 1], got {K[2].tolist()}")
-    return K
+    return check_K(K, "camera_info.k")
 
 
 def K_to_camera_info(K: np.ndarray, width: int, height: int, header=None) -> CameraInfo:
@@ -141,25 +139,16 @@ def K_to_camera_info(K: np.ndarray, width: int, height: int, header=None) -> Cam
 
 
 def matrix_to_pose(T: np.ndarray) -> Pose:
-    """4x4 rigid transform -> ``geometry_msgs/Pose`` (quaternion xyzw, w >= 0)."""
-    from scipy.spatial.transform import Rotation
-
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise ValueError(f"expected a finite 4x4 transform, got shape {T.shape}")
-    q = Rotation.from_matrix(T[:3, :3]).as_quat()  # scipy: x, y, z, w
-    if q[3] < 0:
-        q = -q
+    """4x4 rigid transform ``T_parent_child`` -> ``geometry_msgs/Pose`` (xyzw, w >= 0)."""
+    (x, y, z), (qx, qy, qz, qw) = T_to_pose(T)
     pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in q)
+    pose.position.x, pose.position.y, pose.position.z = x, y, z
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
     return pose
 
 
 def pose_to_matrix(pose: Pose) -> np.ndarray:
-    """``geometry_msgs/Pose`` -> 4x4 rigid transform. Rejects non-finite or zero quaternions."""
-    from scipy.spatial.transform import Rotation
-
+    """``geometry_msgs/Pose`` -> 4x4 rigid transform. Rejects non-finite or non-unit quaternions."""
     q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
     t = np.array([pose.position.x, pose.position.y, pose.position.z])
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
@@ -167,10 +156,7 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
     n = float(np.linalg.norm(q))
     if not math.isclose(n, 1.0, abs_tol=1e-3):
         raise ValueError(f"pose orientation is not a unit quaternion (norm {n:.4g})")
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / n).as_matrix()
-    T[:3, 3] = t
-    return T
+    return pose_to_T(t, q)
 
 
 def pose_with_covariance(T: np.ndarray, covariance: np.ndarray | None, header=None) -> PoseWithCovarianceStamped:

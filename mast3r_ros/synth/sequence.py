@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._config import config_from_dict
+from mast3r_ros.config import config_from_dict
 from .render import pinhole_K, render
 from .scene import SceneKind, _parse_enum, make_scene
 from .trajectory import TrajectoryKind, make_trajectory

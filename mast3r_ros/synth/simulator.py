@@ -45,12 +45,12 @@ import torch
 from mast3r_ros.model.preprocess import compute_transform, resize_and_crop
 from mast3r_ros.model.types import EncodedView, ImageTransform, PairPrediction, ViewPrediction
 
-from ._config import config_from_dict
+from mast3r_ros.config import config_from_dict
+from .descriptors import FourierDescriptorField
 from .sequence import SyntheticFrame, SyntheticSequence, parse_stamp_id
 
 log = logging.getLogger(__name__)
 
-DESC_DIM = 24
 
 
 @dataclass(frozen=True)
@@ -107,25 +107,6 @@ class SimulatorConfig:
         base = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02,
                     desc_noise=0.03, outlier_fraction=0.02)
         return config_from_dict(cls, {**base, **overrides})
-
-
-class DescriptorField:
-    """Unit 24-d descriptors of world points: ``normalize(cos(W p + b))``, W (24, 3) with
-    random directions and wavelengths log-spaced in [min, max] metres."""
-
-    def __init__(self, seed: int, min_wavelength: float, max_wavelength: float,
-                 dim: int = DESC_DIM) -> None:
-        rng = np.random.default_rng([int(seed), 0xDE5C])
-        lam = np.exp(np.linspace(np.log(min_wavelength), np.log(max_wavelength), dim))
-        dirs = rng.normal(size=(dim, 3))
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        self.W = (2 * np.pi / lam)[:, None] * dirs  # (D, 3)
-        self.b = rng.uniform(0, 2 * np.pi, dim)     # (D,)
-
-    def __call__(self, points: np.ndarray) -> np.ndarray:
-        """(..., 3) world points, metres -> (..., D) float32 unit descriptors."""
-        f = np.cos(points @ self.W.T + self.b)
-        return (f / np.linalg.norm(f, axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,7 +188,7 @@ class NetworkOutputSimulator:
                 raise ValueError(f"two frames share the stamp {f.frame_id}")
             self._by_stamp[f.stamp_ns] = i
             self._by_hash.setdefault(self._digest(f.rgb), i)
-        self.field = DescriptorField(config.seed, config.desc_min_wavelength,
+        self.field = FourierDescriptorField(config.seed, config.desc_min_wavelength,
                                      config.desc_max_wavelength)
         log.warning("NetworkOutputSimulator in use: outputs come from ground truth, not a network")
 

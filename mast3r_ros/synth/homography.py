@@ -10,29 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["FourierDescriptorField", "SyntheticPair", "homography_pair"]
+from mast3r_ros.synth.descriptors import FourierDescriptorField
 
-
-class FourierDescriptorField:
-    """Unit descriptors ``normalize(sin(F @ p + phase))`` of a planar coordinate ``p``.
-
-    Wavelengths are log-spaced between ``min_wavelength`` and ``max_wavelength`` (plane
-    units, e.g. pixels of image 1), directions random: low frequencies make descriptors
-    globally distinct, high ones make them precise.
-    """
-
-    def __init__(self, dim: int = 24, min_wavelength: float = 12.0, max_wavelength: float = 600.0,
-                 seed: int = 0):
-        rng = np.random.default_rng(seed)
-        lam = np.exp(rng.uniform(np.log(min_wavelength), np.log(max_wavelength), dim))
-        ang = rng.uniform(0, 2 * np.pi, dim)
-        self.freq = (2 * np.pi / lam)[:, None] * np.stack([np.cos(ang), np.sin(ang)], 1)  # (D, 2)
-        self.phase = rng.uniform(0, 2 * np.pi, dim)  # (D,)
-
-    def __call__(self, p: np.ndarray) -> np.ndarray:
-        """(..., 2) plane coordinates -> (..., D) float32 unit descriptors."""
-        f = np.sin(p @ self.freq.T + self.phase)
-        return (f / np.linalg.norm(f, axis=-1, keepdims=True)).astype(np.float32)
+__all__ = ["SyntheticPair", "homography_pair"]
 
 
 @dataclass
@@ -63,7 +43,7 @@ def homography_pair(h: int = 384, w: int = 512, *, noise: float = 0.0, seed: int
         re-normalisation. seed: RNG seed. dim: descriptor size.
     """
     rng = np.random.default_rng(seed)
-    field = FourierDescriptorField(dim=dim, seed=seed)
+    field = FourierDescriptorField(seed, 6.0, 600.0, in_dim=2, dim=dim)  # 6 px: precise to ~0.5 px
     a = rng.uniform(-0.15, 0.15)
     s = rng.uniform(0.9, 1.1)
     c, si = np.cos(a), np.sin(a)

@@ -1,4 +1,4 @@
-"""Building frozen config dataclasses from plain dicts, rejecting unknown keys."""
+"""Frozen config dataclasses from plain dicts (YAML, JSON, ROS parameters), rejecting unknown keys."""
 from __future__ import annotations
 
 import dataclasses
