@@ -62,3 +62,28 @@ def test_cli_info_runs():
     from mast3r_ros.cli import main
 
     assert main(["info"]) == 0
+
+
+def test_missing_dependency_is_a_clear_error_not_a_traceback(tmp_path):
+    """A pip user without torch running `infer` is told what to install (exit 2)."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["PYTHONPATH"] = str(PKG.parent)
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError('No module named torch', name='torch')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mast3r_ros.cli import main\n"
+        "sys.exit(main(['infer', '--checkpoint', 'x.pth', 'a.png', 'b.png', '--out', 'o.npz']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "needs the Python package 'torch'" in out.stderr and "Traceback" not in out.stderr

@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        # e.g. a pip install without torch: say what to install instead of a traceback
+        print(f"mast3r-ros {args.command}: error: needs the Python package {exc.name!r}, which is "
+              f"not installed (torch: install the CPU or CUDA build you want first; see README)",
+              file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # Bad input ends with a clear message and a non-zero exit, not a traceback.
         logging.getLogger("mast3r_ros").debug("failure", exc_info=True)
