@@ -33,3 +33,15 @@ def reference_dir() -> Path:
             "beside the checkout; set MAST3R_SHARED_DIR to point elsewhere)"
         )
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: on 2 shared cores this avoids OpenMP spin
+    contention and keeps timings and results stable. Restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

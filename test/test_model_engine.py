@@ -15,17 +15,10 @@ from mast3r_ros.cli.infer import OUTPUT_KEYS
 from mast3r_ros.model.engine import EncoderFeatures, Mast3rEngine, resolve_dtype
 from mast3r_ros.model.types import EncodedView, ImageTransform, PairEngine
 
-pytestmark = pytest.mark.reference
+pytestmark = [pytest.mark.reference, pytest.mark.usefixtures("one_torch_thread")]
 ATOL, RTOL = 1e-5, 1e-4
 KEYS = ("pts3d", "conf", "desc", "desc_conf")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

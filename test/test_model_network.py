@@ -26,15 +26,8 @@ from mast3r_ros.model.network import (
 
 ATOL, RTOL = 1e-5, 1e-4
 PRED_KEYS = ("pts3d", "conf", "desc", "desc_conf")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: one thread avoids OpenMP spin contention and keeps results stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def assert_close(name: str, a: torch.Tensor, b: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> None:
