@@ -426,8 +426,8 @@ def match_descriptors(
     )
     h1, w1 = desc1.shape[:2]
     h2, w2 = desc2.shape[:2]
-    xy1, xy2 = _idx_to_xy(raw.idx1, w1), _idx_to_xy(raw.idx2, w2)
-    keep = border_mask(xy1, xy2, (h1, w1), (h2, w2), config.border)
+    # Confidence filters on the device: only the (N,) mask crosses to the host, not the maps.
+    conf_ok = torch.ones_like(raw.idx1, dtype=torch.bool)
     for name, thr, m1, m2 in (
         ("desc_conf", config.min_desc_conf, desc_conf1, desc_conf2),
         ("conf", config.min_conf, conf1, conf2),
@@ -436,9 +436,11 @@ def match_descriptors(
             continue
         if m1 is None or m2 is None:
             raise ValueError(f"min_{name}={thr} needs both {name} maps; pass {name}1 and {name}2")
-        c1 = m1.detach().reshape(-1).cpu().numpy()[raw.idx1.cpu().numpy()]
-        c2 = m2.detach().reshape(-1).cpu().numpy()[raw.idx2.cpu().numpy()]
-        keep &= (c1 >= thr) & (c2 >= thr)
+        c1 = m1.detach().reshape(-1).to(raw.idx1.device)[raw.idx1]
+        c2 = m2.detach().reshape(-1).to(raw.idx2.device)[raw.idx2]
+        conf_ok &= (c1 >= thr) & (c2 >= thr)
+    xy1, xy2 = _idx_to_xy(raw.idx1, w1), _idx_to_xy(raw.idx2, w2)
+    keep = border_mask(xy1, xy2, (h1, w1), (h2, w2), config.border) & conf_ok.cpu().numpy()
     xy1, xy2 = xy1[keep], xy2[keep]
     t1 = transform1 or ImageTransform.identity(h1, w1)
     t2 = transform2 or ImageTransform.identity(h2, w2)

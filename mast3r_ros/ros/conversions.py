@@ -1,7 +1,8 @@
 """The one seam where ROS messages become numbers (and back).
 
 cv_bridge and sensor_msgs_py do not exist in every environment we support (ROS 2 from
-PyPI wheels), so the few conversions we need are written here, small and tested.
+PyPI wheels), so the few conversions we need are written here, small and tested; image
+bytes go through the ROS-free ``mast3r_ros.image_codec``, shared with the bag tools.
 Only message packages are imported, never rclpy.
 """
 from __future__ import annotations
@@ -12,97 +13,39 @@ import numpy as np
 from geometry_msgs.msg import Pose, PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 
+from mast3r_ros import image_codec
 from mast3r_ros.geometry.intrinsics import check_K
 from mast3r_ros.geometry.transforms import T_to_pose, pose_to_T
 
-# encoding -> (channels, numpy dtype, channel order as stored)
-_ENCODINGS: dict[str, tuple[int, np.dtype, str]] = {
-    "rgb8": (3, np.dtype(np.uint8), "rgb"),
-    "bgr8": (3, np.dtype(np.uint8), "bgr"),
-    "rgba8": (4, np.dtype(np.uint8), "rgba"),
-    "bgra8": (4, np.dtype(np.uint8), "bgra"),
-    "mono8": (1, np.dtype(np.uint8), "mono"),
-    "8UC1": (1, np.dtype(np.uint8), "mono"),
-    "8UC3": (3, np.dtype(np.uint8), "bgr"),  # OpenCV's convention for untyped 3-channel
-    "mono16": (1, np.dtype(np.uint16), "mono"),
-    "16UC1": (1, np.dtype(np.uint16), "mono"),
-    "32FC1": (1, np.dtype(np.float32), "mono"),
-}
-COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3")
-
 
 def image_to_array(msg: Image) -> np.ndarray:
-    """A ``sensor_msgs/Image`` as an array in its stored layout.
-
-    Returns:
-        (H, W) for one-channel encodings, (H, W, C) otherwise; dtype from the encoding,
-        native byte order. A copy: the message buffer is not aliased.
+    """A ``sensor_msgs/Image`` as an array in its stored layout (see ``image_codec.decode``).
 
     Raises:
         ValueError: unsupported encoding, zero size, or a buffer inconsistent with
             height, width and step.
     """
-    enc = msg.encoding
-    if enc not in _ENCODINGS:
-        raise ValueError(
-            f"image encoding {enc!r} is not supported; use one of {sorted(_ENCODINGS)}"
-        )
-    channels, dtype, _ = _ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image has size {w}x{h}; width and height must be positive")
-    row_bytes = w * channels * dtype.itemsize
-    if step < row_bytes:
-        raise ValueError(f"image step {step} is smaller than width*channels*itemsize = {row_bytes}")
-    data = msg.data
-    buf = np.frombuffer(data.tobytes() if hasattr(data, "tobytes") else bytes(data), np.uint8)
-    if buf.size < step * h:
-        raise ValueError(f"image data has {buf.size} bytes, expected step*height = {step * h}")
-    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
-    order = ">" if msg.is_bigendian else "<"
-    arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(order)).reshape(h, w, channels)
-    arr = arr.astype(dtype.newbyteorder("="), copy=True)
-    return arr[..., 0] if channels == 1 else arr
+    return image_codec.decode(msg.data, msg.height, msg.width, msg.step, msg.encoding,
+                              bool(msg.is_bigendian))
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
     """A colour or mono ``sensor_msgs/Image`` as (H, W, 3) uint8 RGB, the network's input."""
-    if msg.encoding not in COLOR_ENCODINGS:
-        raise ValueError(
-            f"image encoding {msg.encoding!r} is not a colour/mono 8-bit image; "
-            f"expected one of {list(COLOR_ENCODINGS)}"
-        )
-    arr = image_to_array(msg)
-    order = _ENCODINGS[msg.encoding][2]
-    if order == "mono":
-        return np.repeat(arr[..., None], 3, axis=2)
-    if order == "rgb":
-        return arr
-    if order == "rgba":
-        return np.ascontiguousarray(arr[..., :3])
-    return np.ascontiguousarray(arr[..., 2::-1])  # bgr / bgra -> rgb
+    return image_codec.to_rgb(image_to_array(msg), msg.encoding)
 
 
 def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     """Build a ``sensor_msgs/Image`` from an array already in ``encoding``'s layout."""
-    if encoding not in _ENCODINGS:
-        raise ValueError(f"image encoding {encoding!r} is not supported; use one of {sorted(_ENCODINGS)}")
-    channels, dtype, _ = _ENCODINGS[encoding]
+    data, step = image_codec.encode(arr, encoding)
     arr = np.asarray(arr)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] != channels:
-        raise ValueError(f"array of shape {arr.shape} does not fit encoding {encoding!r} ({channels} channels)")
-    if arr.dtype != dtype:
-        raise ValueError(f"array dtype {arr.dtype} does not fit encoding {encoding!r} ({dtype})")
     msg = Image()
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(arr.shape[1] * channels * dtype.itemsize)
-    msg.data = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<")).tobytes()
+    msg.step = step
+    msg.data = data
     return msg
 
 

@@ -3,7 +3,8 @@
 Topics (``BagTopics``), one message per frame, all stamped with the frame's stamp (header
 and bag receive time alike):
 
-- ``/camera/image_raw``: ``sensor_msgs/msg/Image`` in rgb8, bgr8 or mono8.
+- ``/camera/image_raw``: ``sensor_msgs/msg/Image`` in rgb8, bgr8 or mono8 (written; any
+  colour encoding of ``mast3r_ros.image_codec`` is read).
 - ``/camera/camera_info``: ``sensor_msgs/msg/CameraInfo`` (plumb_bob, zero distortion).
 - ``/camera/depth/image_raw``: ``sensor_msgs/msg/Image`` 32FC1, metres (camera z).
 - ``/tf``: ``tf2_msgs/msg/TFMessage`` with ``map -> camera_optical_frame`` (ground truth).
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+from mast3r_ros import image_codec
+from mast3r_ros.geometry.transforms import T_to_pose, pose_to_T
 
 from .scene import _parse_enum
 from .sequence import SyntheticFrame, SyntheticSequence
@@ -81,33 +83,6 @@ def _typestore():
     return get_typestore(Stores.ROS2_HUMBLE)
 
 
-def encode_image(rgb: np.ndarray, encoding: ImageEncoding) -> tuple[bytes, int]:
-    """(H, W, 3) uint8 RGB -> (data, step) in ``encoding``."""
-    if encoding is ImageEncoding.RGB8:
-        arr = rgb
-    elif encoding is ImageEncoding.BGR8:
-        arr = rgb[..., ::-1]
-    else:
-        arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    return arr.tobytes(), arr.shape[1] * (1 if arr.ndim == 2 else 3)
-
-
-def decode_image(data: np.ndarray, height: int, width: int, step: int, encoding: str,
-                 ) -> np.ndarray:
-    """An rgb8 / bgr8 / mono8 image message's data -> (H, W, 3) uint8 RGB (mono replicated)."""
-    ch = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(encoding)
-    if ch is None:
-        raise ValueError(f"image encoding {encoding!r} not supported; use rgb8, bgr8 or mono8")
-    buf = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.uint8)
-    arr = buf.reshape(height, step)[:, : width * ch].reshape(height, width, ch)
-    if encoding == "bgr8":
-        return np.ascontiguousarray(arr[..., ::-1])
-    if encoding == "mono8":
-        return np.repeat(arr, 3, axis=2)
-    return arr.copy()
-
-
 def _header(ts, stamp_ns: int, frame: str):
     Header = ts.types["std_msgs/msg/Header"]
     Time = ts.types["builtin_interfaces/msg/Time"]
@@ -121,7 +96,7 @@ def frame_messages(ts, frame: SyntheticFrame, encoding: ImageEncoding, topics: B
     T = ts.types
     h, w = frame.rgb.shape[:2]
     cam_hdr = _header(ts, frame.stamp_ns, topics.camera_frame)
-    data, step = encode_image(frame.rgb, encoding)
+    data, step = image_codec.encode(image_codec.from_rgb(frame.rgb, encoding.value), encoding.value)
     msgs: dict[str, object] = {
         "image": T["sensor_msgs/msg/Image"](
             header=cam_hdr, height=h, width=w, encoding=encoding.value, is_bigendian=0,
@@ -136,26 +111,25 @@ def frame_messages(ts, frame: SyntheticFrame, encoding: ImageEncoding, topics: B
         roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                    do_rectify=False))
     if frame.depth is not None:
-        depth = np.ascontiguousarray(frame.depth, dtype="<f4")
+        depth, dstep = image_codec.encode(np.asarray(frame.depth, dtype=np.float32), "32FC1")
         msgs["depth"] = T["sensor_msgs/msg/Image"](
-            header=cam_hdr, height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4,
-            data=np.frombuffer(depth.tobytes(), dtype=np.uint8))
+            header=cam_hdr, height=h, width=w, encoding="32FC1", is_bigendian=0, step=dstep,
+            data=np.frombuffer(depth, dtype=np.uint8))
     if frame.T_world_cam is not None:
-        Tp = np.asarray(frame.T_world_cam, dtype=np.float64)
-        q = Rotation.from_matrix(Tp[:3, :3]).as_quat()  # xyzw, ROS order
+        (x, y, z), q = T_to_pose(frame.T_world_cam)  # quaternion xyzw, ROS order
         map_hdr = _header(ts, frame.stamp_ns, topics.map_frame)
         Vec, Quat = T["geometry_msgs/msg/Vector3"], T["geometry_msgs/msg/Quaternion"]
         Point = T["geometry_msgs/msg/Point"]
-        quat = Quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+        quat = Quat(x=q[0], y=q[1], z=q[2], w=q[3])
         tfs = T["geometry_msgs/msg/TransformStamped"](
             header=map_hdr, child_frame_id=topics.camera_frame,
             transform=T["geometry_msgs/msg/Transform"](
-                translation=Vec(x=float(Tp[0, 3]), y=float(Tp[1, 3]), z=float(Tp[2, 3])),
+                translation=Vec(x=x, y=y, z=z),
                 rotation=quat))
         msgs["tf"] = T["tf2_msgs/msg/TFMessage"](transforms=[tfs])
         msgs["pose"] = T["geometry_msgs/msg/PoseStamped"](
             header=map_hdr, pose=T["geometry_msgs/msg/Pose"](
-                position=Point(x=float(Tp[0, 3]), y=float(Tp[1, 3]), z=float(Tp[2, 3])),
+                position=Point(x=x, y=y, z=z),
                 orientation=quat))
     return msgs
 
@@ -212,7 +186,7 @@ def _stamp_ns(header) -> int:
 
 
 def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticSequence:
-    """Load a bag (ours, or any with rgb8/bgr8/mono8 images and camera info) into frames.
+    """Load a bag (ours, or any with colour/mono 8-bit images and camera info) into frames.
 
     Images, camera info, depth and ground-truth poses are joined by header stamp; depth
     and poses are None when the bag lacks those topics. Pose comes from ``topics.pose``,
@@ -247,27 +221,26 @@ def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticS
             if conn.topic == topics.info:
                 meta = json.loads(msg.data)
             elif conn.topic == topics.image:
-                images[_stamp_ns(msg.header)] = decode_image(msg.data, msg.height, msg.width,
-                                                             msg.step, msg.encoding)
+                arr = image_codec.decode(msg.data, msg.height, msg.width, msg.step,
+                                         msg.encoding, bool(msg.is_bigendian))
+                images[_stamp_ns(msg.header)] = image_codec.to_rgb(arr, msg.encoding)
             elif conn.topic == topics.camera_info:
                 infos[_stamp_ns(msg.header)] = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
             elif conn.topic == topics.depth:
                 if msg.encoding != "32FC1":
                     raise ValueError(f"depth encoding {msg.encoding!r} not supported (32FC1 only)")
-                dt = ">f4" if msg.is_bigendian else "<f4"
-                buf = np.frombuffer(np.asarray(msg.data, dtype=np.uint8).tobytes(), dtype=dt)
-                depths[_stamp_ns(msg.header)] = buf.reshape(msg.height, msg.step // 4)[
-                    :, : msg.width].astype(np.float32)
+                depths[_stamp_ns(msg.header)] = image_codec.decode(
+                    msg.data, msg.height, msg.width, msg.step, "32FC1", bool(msg.is_bigendian))
             elif conn.topic == topics.pose:
                 p, q = msg.pose.position, msg.pose.orientation
-                poses[_stamp_ns(msg.header)] = _matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
+                poses[_stamp_ns(msg.header)] = pose_to_T([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
             else:
                 for tf in msg.transforms:
                     if (tf.header.frame_id == topics.map_frame
                             and tf.child_frame_id == topics.camera_frame):
                         t, q = tf.transform.translation, tf.transform.rotation
-                        tf_poses[_stamp_ns(tf.header)] = _matrix([t.x, t.y, t.z],
-                                                                 [q.x, q.y, q.z, q.w])
+                        tf_poses[_stamp_ns(tf.header)] = pose_to_T([t.x, t.y, t.z],
+                                                                  [q.x, q.y, q.z, q.w])
     poses = poses or tf_poses
     frames = []
     for i, stamp in enumerate(sorted(images)):
@@ -277,13 +250,6 @@ def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticS
                                      poses.get(stamp)))
     log.info("read %d frames from %s", len(frames), bag_dir)
     return SyntheticSequence(tuple(frames), meta)
-
-
-def _matrix(t: list[float], q_xyzw: list[float]) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q_xyzw).as_matrix()
-    T[:3, 3] = t
-    return T
 
 
 def write_dataset(sequence: SyntheticSequence, out_dir: str | Path, *,

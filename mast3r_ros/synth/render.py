@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mast3r_ros.geometry.intrinsics import intrinsics_matrix
+
 from .scene import Scene
 
 _EPS = 1e-9
@@ -70,7 +72,7 @@ def pinhole_K(width: int, height: int, hfov_deg: float = 70.0) -> np.ndarray:
     if not 1.0 < hfov_deg < 179.0:
         raise ValueError(f"hfov_deg must be in (1, 179), got {hfov_deg}")
     f = 0.5 * width / np.tan(np.deg2rad(hfov_deg) / 2)
-    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+    return intrinsics_matrix(f, (width - 1) / 2, (height - 1) / 2)
 
 
 def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:

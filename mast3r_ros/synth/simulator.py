@@ -189,7 +189,7 @@ class NetworkOutputSimulator:
             self._by_stamp[f.stamp_ns] = i
             self._by_hash.setdefault(self._digest(f.rgb), i)
         self.field = FourierDescriptorField(config.seed, config.desc_min_wavelength,
-                                     config.desc_max_wavelength)
+                                            config.desc_max_wavelength)
         log.warning("NetworkOutputSimulator in use: outputs come from ground truth, not a network")
 
     @classmethod
