@@ -29,7 +29,7 @@ def test_core_never_imports_ros():
     ros_roots = ("rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "nav_msgs", "tf2_msgs",
                  "builtin_interfaces", "mast3r_ros.ros", "mast3r_ros.msg", "mast3r_ros.srv")
     offenders = []
-    files = [PKG / "__init__.py"] + [f for d in CORE_PACKAGES for f in d.rglob("*.py")]
+    files = sorted(PKG.glob("*.py")) + [f for d in CORE_PACKAGES for f in d.rglob("*.py")]
     for f in files:
         for name in _imports(f):
             if name.startswith(ros_roots):
