@@ -73,7 +73,8 @@ def test_match_bad_arguments(infer_npz, tmp_path, capsys):
 
 
 def test_bench_match_small(capsys):
-    assert main(["bench-match", "--height", "48", "--width", "64", "--repeat", "1", "--subsample", "4"]) == 0
+    assert main(["bench-match", "--height", "48", "--width", "64", "--repeat", "1", "--subsample", "4",
+                 "--dense"]) == 0
     text = capsys.readouterr().out
     frm = next(line for line in text.splitlines() if line.startswith("FRM torch"))
     within = float(frm.split("matches")[1].split("%")[0].split()[-1])

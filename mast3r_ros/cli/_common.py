@@ -1,11 +1,92 @@
-"""Pieces shared by the subcommands that run the network (infer, match)."""
+"""Pieces shared by the subcommands: image loading, engine from flags, output-path checks,
+progress bars."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
+             unit: str = "it", file=None) -> Iterable[T]:
+    """A tqdm progress bar (count, rate and ETA on stderr) for a long CLI loop.
+
+    Shown only when stderr is a terminal, so logs and pipes stay clean; ``MAST3R_PROGRESS=1``
+    forces it on, ``=0`` off. Without tqdm installed the iterable is returned unchanged.
+    Use as ``for x in progress(items, desc="render", unit="frame")``, or with ``iterable=None``
+    as a manual bar (``bar.update(n)``; ``with progress(total=3) as bar``).
+    """
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:  # tqdm is a dependency, but keep the CLI usable without it
+        return _NoBar(iterable)
+    force = os.environ.get("MAST3R_PROGRESS", "")
+    disable = {"1": False, "0": True}.get(force)  # None: tqdm decides (off when not a TTY)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=file or sys.stderr,
+                disable=disable, dynamic_ncols=True, leave=True)
+
+
+class _NoBar:
+    def __init__(self, iterable):
+        self._it = iterable
+
+    def __iter__(self):
+        return iter(self._it)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def check_output_path(path: str | Path, flag: str = "--out", *, suffixes: Sequence[str] = (),
+                      is_dir: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written; returns it as a Path.
+
+    Raises ValueError naming ``flag`` when a parent is a regular file, the path is a folder
+    where a file is expected (or a file where a folder is), the suffix is not one of
+    ``suffixes``, or the nearest existing parent is not writable.
+    """
+    p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {p}: expected a {' or '.join(suffixes)} file name, "
+                         f"got suffix {p.suffix or '(none)'!r}")
+    if p.exists() and not is_dir and p.is_dir():
+        raise ValueError(f"{flag} {p} is a folder; give a file name")
+    if p.exists() and is_dir and not p.is_dir():
+        raise ValueError(f"{flag} {p} is a file; give a folder")
+    existing = next(q for q in [p.parent, *p.parent.parents] if q.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {p}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{flag} {p}: cannot write in {existing} (permission denied)")
+    return p
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Write ``arrays`` to exactly ``path`` (``np.savez`` alone would append ``.npz`` to a
+    name like ``x.txt``); parent folders are created."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "wb") as f:
+        np.savez(f, **arrays)
+    return p
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

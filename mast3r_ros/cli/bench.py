@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="tiny",
                    help="'tiny' (public fixture size), 'vitl' (official size, random weights), "
                         "or a checkpoint path (.pth / .safetensors)")
-    p.add_argument("--height", type=int, default=384, help="input height, multiple of 16 (default 384)")
-    p.add_argument("--width", type=int, default=512, help="input width, multiple of 16 (default 512)")
+    p.add_argument("--height", type=int, default=384, help="input height, multiple of 16")
+    p.add_argument("--width", type=int, default=512, help="input width, multiple of 16")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="float32", help="trunk dtype: float32, bfloat16, float16")
     p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA")
@@ -76,16 +76,18 @@ def build_engine(args: argparse.Namespace):
                         max_batch=args.batch, resize=False)
 
 
-def _timed(fn, device, iters: int, warmup: int) -> float:
+def _timed(fn, device, iters: int, warmup: int, desc: str = "") -> float:
     """Median seconds of fn() over iters runs, synchronising CUDA."""
     import torch
 
+    from mast3r_ros.cli._common import progress
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
+    for _ in progress(range(warmup), desc=f"{desc} warm-up", unit="run"):
         fn()
     sync()
     times = []
-    for _ in range(iters):
+    for _ in progress(range(iters), desc=desc, unit="run"):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -114,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = [(views[2 * i], views[2 * i + 1]) for i in range(args.batch)]
 
     enc_s = _timed(lambda: engine.encode_tensors(imgs[:args.batch], [None] * args.batch,
-                                                 [None] * args.batch), dev, args.iters, args.warmup)
-    dec_s = _timed(lambda: engine.decode_batch(pairs), dev, args.iters, args.warmup)
+                                                 [None] * args.batch), dev, args.iters, args.warmup, "encoder")
+    dec_s = _timed(lambda: engine.decode_batch(pairs), dev, args.iters, args.warmup, "decoder")
     enc_ms, dec_ms = 1e3 * enc_s / args.batch, 1e3 * dec_s / args.batch
     if dev.type == "cuda":
         peak = {"peak_cuda_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),

@@ -14,15 +14,17 @@ import numpy as np
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-match", help="time FRM vs dense mutual NN (and PnP solvers) on CPU/GPU",
-                       description="Time fast reciprocal matching (k-pixel seed grid) against dense "
+                       description="Time fast reciprocal matching (k-pixel seed grid), and with --dense against dense "
                                    "mutual nearest neighbours on synthetic descriptor maps (a smooth "
                                    "random field seen through a homography, plus noise).")
-    p.add_argument("--height", type=int, default=384)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=384, help="descriptor map height")
+    p.add_argument("--width", type=int, default=512, help="descriptor map width")
     p.add_argument("--subsample", type=int, default=8, help="FRM seed grid step")
     p.add_argument("--repeat", type=int, default=5, help="FRM runs (median reported)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--no-dense", action="store_true", help="skip the (slow) dense mutual-NN baseline")
+    p.add_argument("--dense", action="store_true",
+                   help="also time the dense mutual-NN baseline (all pixels against all: slow, "
+                        "minutes at 384x512 on CPU)")
     p.add_argument("--faiss", action="store_true", help="also time FRM with the faiss backend")
     p.add_argument("--pose", action="store_true", help="also compare PnP solvers (poselib, OpenCV)")
     p.set_defaults(func=run)
@@ -35,9 +37,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, repeat: int, device: str) -> tuple[float, object]:
+def _time(fn, repeat: int, device: str, desc: str = "") -> tuple[float, object]:
+    from mast3r_ros.cli._common import progress
+
     out, ts = None, []
-    for _ in range(repeat):
+    for _ in progress(range(repeat), desc=desc, unit="run"):
         _sync(device)
         t = time.perf_counter()
         out = fn()
@@ -88,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.height < 8 or args.width < 8 or args.subsample < 1:
+        raise ValueError(f"--height and --width must be >= 8 and --subsample >= 1, got "
+                         f"{args.height}, {args.width}, {args.subsample}")
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but torch sees no CUDA device")
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
           f" | device {dev}{' ' + torch.cuda.get_device_name(0) if dev.startswith('cuda') else ''}")
     print(f"# descriptor maps {args.height}x{args.width}x{d1.shape[2]} float32, FRM grid every {args.subsample} px")
     fast_reciprocal_nn(d1, d2, subsample=args.subsample)  # warm-up
-    t_frm, r = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample), args.repeat, dev)
+    t_frm, r = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample), args.repeat, dev, "FRM torch")
     x1 = np.stack([r.idx1.cpu().numpy() % args.width, r.idx1.cpu().numpy() // args.width], 1)
     x2 = np.stack([r.idx2.cpu().numpy() % args.width, r.idx2.cpu().numpy() // args.width], 1)
     p = np.concatenate([x1, np.ones((len(x1), 1))], 1) @ pair.H_21.T
@@ -107,10 +114,11 @@ def run(args: argparse.Namespace) -> int:
           f"{ok:.1%} within 1.5 px of the truth)")
     if args.faiss:
         t_f, rf = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample,
-                                                   backend=NNBackend.FAISS), args.repeat, dev)
+                                                   backend=NNBackend.FAISS), args.repeat, dev,
+                         "FRM faiss")
         print(f"FRM faiss      : {t_f:9.1f} ms  ({len(rf.idx1)} matches)  ratio faiss/torch {t_f / t_frm:.2f}")
-    if not args.no_dense:
-        t_d, rd = _time(lambda: mutual_nn(d1, d2), 1, dev)
+    if args.dense:
+        t_d, rd = _time(lambda: mutual_nn(d1, d2), 1, dev, "dense NN")
         print(f"dense mutual NN: {t_d:9.1f} ms  ({len(rd.idx1)} matches)  ratio dense/FRM {t_d / t_frm:.1f}x")
     if args.pose:
         print("# PnP + RANSAC, 1000 matches, 50% outliers, 1 px noise, median of 5 scenes")

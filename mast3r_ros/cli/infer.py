@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from mast3r_ros.cli._common import engine_from_args, load_rgb
+from mast3r_ros.cli._common import check_output_path, engine_from_args, load_rgb, progress, save_npz
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="MASt3R .pth or .safetensors checkpoint")
     p.add_argument("img1", help="first image (its camera frame is the output frame)")
     p.add_argument("img2", help="second image")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output file (NumPy .npz archive, written under exactly this name)")
     p.add_argument("--no-resize", action="store_true",
                    help="feed images as they are (both sides must be multiples of 16)")
-    p.add_argument("--size", type=int, default=512, help="long side after resizing (default 512)")
+    p.add_argument("--size", type=int, default=512, help="long side after resizing")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", default="float32", help="trunk dtype: float32 (default), bfloat16, float16")
+    p.add_argument("--dtype", default="float32", help="trunk dtype: float32, bfloat16, float16")
     p.set_defaults(func=run)
 
 
@@ -41,13 +40,16 @@ def prediction_arrays(pred) -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_path(args.out)
     images = [load_rgb(args.img1), load_rgb(args.img2)]
     engine = engine_from_args(args, (args.img1, args.img2), images)
-    pred = engine.predict(*images)
+    with progress(total=3, desc="infer", unit="step") as bar:  # 2 encodes (one batch), decode
+        v1, v2 = engine.encode_batch(images)
+        bar.update(2)
+        pred = engine.decode(v1, v2)
+        bar.update(1)
     arrays = prediction_arrays(pred)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    save_npz(out, **arrays)
     logger.info("wrote %s: view1 %s, view2 %s (network resolution)", out,
                 tuple(pred.view1.transform.network_size), tuple(pred.view2.transform.network_size))
     return 0

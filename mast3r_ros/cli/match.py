@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mast3r_ros.cli._common import engine_from_args, load_rgb
+from mast3r_ros.cli._common import check_output_path, engine_from_args, load_rgb, save_npz
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("img1", nargs="?", help="first image (required with --checkpoint; with --desc "
                                            "it maps matches to original pixels)")
     p.add_argument("img2", nargs="?", help="second image")
-    p.add_argument("--out", required=True, help="output .npz with xy1, xy2")
+    p.add_argument("--out", required=True, help="output file with xy1, xy2 (NumPy .npz archive, written under exactly this name)")
     p.add_argument("--no-resize", action="store_true",
                    help="images were/are fed as they are (sides multiples of 16)")
-    p.add_argument("--size", type=int, default=512, help="network long side (default 512)")
-    p.add_argument("--subsample", type=int, default=8, help="FRM seed grid step (default 8)")
-    p.add_argument("--border", type=int, default=3, help="border filter in pixels (default 3)")
+    p.add_argument("--size", type=int, default=512, help="network long side")
+    p.add_argument("--subsample", type=int, default=8, help="FRM seed grid step")
+    p.add_argument("--border", type=int, default=3, help="border filter in pixels")
     p.add_argument("--min-desc-conf", type=float, default=0.0, help="drop matches below this desc_conf")
     p.add_argument("--backend", choices=["torch", "faiss"], default="torch", help="NN search backend")
     p.add_argument("--coarse-to-fine", action="store_true",
@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--coarse-to-fine is for images larger than the network input; drop --no-resize")
     if args.viz and images is None:
         raise ValueError("--viz needs IMG1 and IMG2")
+    out = check_output_path(args.out)
+    if args.viz:
+        check_output_path(args.viz, "--viz", suffixes=(".png", ".jpg", ".jpeg"))
 
     if args.desc:
         m = match_desc_file(args, images)
@@ -144,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
             xy1, xy2 = m.xy1, m.xy2
     xy1 = np.rint(xy1).astype(np.int64).reshape(-1, 2)
     xy2 = np.rint(xy2).astype(np.int64).reshape(-1, 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, xy1=xy1, xy2=xy2)
+    save_npz(out, xy1=xy1, xy2=xy2)
     logger.info("wrote %d matches to %s", len(xy1), out)
     if args.viz:
         import cv2

@@ -34,13 +34,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mast3r_ros.cli._common import check_output_path, progress
     from mast3r_ros.synth.bag import write_dataset
     from mast3r_ros.synth.sequence import SynthConfig, generate
 
     config = SynthConfig(scene=args.scene, trajectory=args.trajectory, frames=args.frames,
                          seed=args.seed, width=args.width, height=args.height,
                          rate_hz=args.rate, hfov_deg=args.hfov)
-    sequence = generate(config)
+    # everything that can make the write fail is checked before minutes of rendering
+    out = check_output_path(args.out, is_dir=True)
+    if (out / "bag").exists():
+        raise ValueError(f"--out {out}: {out / 'bag'} already exists; choose a new folder "
+                         f"or remove it")
+    if (out / "groundtruth.tum").is_dir():
+        raise ValueError(f"--out {out}: {out / 'groundtruth.tum'} is a folder")
+    sequence = generate(config, progress=lambda frames: progress(
+        frames, total=config.frames, desc="render", unit="frame"))
     bag_dir, tum = write_dataset(sequence, args.out, encoding=args.encoding, storage=args.storage)
     print(json.dumps({"bag": str(bag_dir), "groundtruth": str(tum), "frames": len(sequence),
                       **config.to_dict(), "encoding": args.encoding, "storage": args.storage},

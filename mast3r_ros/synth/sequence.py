@@ -124,11 +124,15 @@ class SynthConfig:
 
 def render_sequence(scene, poses: np.ndarray, K: np.ndarray, width: int, height: int,
                     rate_hz: float, start_ns: int = DEFAULT_START_NS,
-                    info: dict | None = None) -> SyntheticSequence:
-    """Render ``poses`` (N, 4, 4) into a sequence stamped at ``rate_hz`` from ``start_ns``."""
+                    info: dict | None = None, progress=None) -> SyntheticSequence:
+    """Render ``poses`` (N, 4, 4) into a sequence stamped at ``rate_hz`` from ``start_ns``.
+
+    ``progress``: optional wrapper of the pose iterable (e.g. a CLI progress bar).
+    """
     frames = []
     t0 = time.perf_counter()
-    for i, T in enumerate(np.asarray(poses, dtype=np.float64)):
+    poses_iter = enumerate(np.asarray(poses, dtype=np.float64))
+    for i, T in (progress(poses_iter) if progress is not None else poses_iter):
         view = render(scene, K, T, width, height)
         stamp = int(start_ns) + int(round(i * 1e9 / rate_hz))
         frames.append(SyntheticFrame(i, stamp, view.rgb, view.K, view.depth, view.T_world_cam))
@@ -137,10 +141,11 @@ def render_sequence(scene, poses: np.ndarray, K: np.ndarray, width: int, height:
     return SyntheticSequence(tuple(frames), dict(info or {}))
 
 
-def generate(config: SynthConfig) -> SyntheticSequence:
-    """Build the scene and trajectory of ``config`` and render every frame."""
+def generate(config: SynthConfig, progress=None) -> SyntheticSequence:
+    """Build the scene and trajectory of ``config`` and render every frame (``progress``: see
+    ``render_sequence``)."""
     scene = make_scene(config.scene, config.seed)
     poses = make_trajectory(scene, config.trajectory, config.frames, config.seed)
     K = pinhole_K(config.width, config.height, config.hfov_deg)
     return render_sequence(scene, poses, K, config.width, config.height, config.rate_hz,
-                           config.start_ns, info=config.to_dict())
+                           config.start_ns, info=config.to_dict(), progress=progress)
