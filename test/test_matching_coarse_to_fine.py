@@ -1,20 +1,15 @@
 """Coarse-to-fine matching on a synthetic high-resolution pair with a known homography,
-through the ground-truth descriptor simulator in ``test/homography_engine.py``."""
+through the ground-truth descriptor engine ``mast3r_ros.synth.homography.HomographyDescriptorEngine``."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from homography_engine import HomographyDescriptorEngine, coordinate_image, decode_pixel  # noqa: E402
-
-from mast3r_ros.matching.coarse_to_fine import (  # noqa: E402
+from mast3r_ros.matching.coarse_to_fine import (
     CoarseToFineConfig, coarse_to_fine_match, select_window_pairs, window_grid,
 )
-from mast3r_ros.model.types import PairEngine  # noqa: E402
+from mast3r_ros.model.types import PairEngine
+from mast3r_ros.synth.homography import HomographyDescriptorEngine, coordinate_image, decode_pixel
 
 FINE_TOL_PX = 1.5  # full-resolution accuracy required of fine matches
 

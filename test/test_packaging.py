@@ -58,7 +58,6 @@ IMPORT_TO_KEY: dict[str, str | None] = {
     "mcap": PIP_ONLY,
     "mcap_ros2": PIP_ONLY,
     "evo": PIP_ONLY,
-    "homography_engine": None,  # test-local helper module
     "conftest": None,
 }
 # Declared for the nodes and launch files that ../shared/ROS_API.md names and that parallel

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from mast3r_ros.geometry.align import umeyama
+from mast3r_ros.geometry.transforms import rotation_angle_deg  # re-exported: the one angle function
 
 from .trajectory import Trajectory, associate
 
@@ -99,15 +100,6 @@ class RPEResult:
     trans_errors: np.ndarray
     rot_errors_deg: np.ndarray
     delta: int
-
-
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotations -> (...,) angles in degrees (stable near 0 and 180)."""
-    R = np.asarray(R, dtype=np.float64)
-    w = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
-                  R[..., 1, 0] - R[..., 0, 1]], axis=-1)
-    c = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arctan2(np.linalg.norm(w, axis=-1) / 2.0, c))
 
 
 def _parse_alignment(alignment: Alignment | str) -> Alignment:

@@ -94,9 +94,31 @@ def pose_to_T(position: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     return make_T(quaternion_xyzw_to_matrix(q_xyzw), position)
 
 
-def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """Angle in degrees of the rotation ``R_a^T R_b`` (accepts 4x4 transforms too)."""
-    R_a, R_b = np.asarray(R_a, dtype=np.float64), np.asarray(R_b, dtype=np.float64)
-    R_a, R_b = R_a[:3, :3], R_b[:3, :3]
-    c = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray | None = None) -> float | np.ndarray:
+    """Angle in degrees of a rotation: ``R_a`` itself, or ``R_a^T R_b`` (from a to b) when
+    ``R_b`` is given. The one rotation-angle function of the package (evaluation uses it too).
+
+    Args:
+        R_a, R_b: (..., 3, 3) rotations or (..., 4, 4) transforms (their rotation block),
+            batched alike (numpy broadcasting).
+
+    Returns:
+        A float for single rotations, an (...,) float64 array for batches; in [0, 180],
+        accurate near 0 and 180 degrees (atan2 of the skew part against the trace part,
+        where the arccos of the trace alone loses precision).
+    """
+    R = _rotation_block(R_a, "R_a")
+    if R_b is not None:
+        R = np.swapaxes(R, -1, -2) @ _rotation_block(R_b, "R_b")
+    w = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
+                  R[..., 1, 0] - R[..., 0, 1]], axis=-1)
+    c = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
+    angle = np.degrees(np.arctan2(np.linalg.norm(w, axis=-1) / 2.0, c))
+    return float(angle) if angle.ndim == 0 else angle
+
+
+def _rotation_block(R: np.ndarray, name: str) -> np.ndarray:
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim < 2 or R.shape[-2:] not in ((3, 3), (4, 4)):
+        raise ValueError(f"{name} must be (..., 3, 3) or (..., 4, 4), got shape {R.shape}")
+    return R[..., :3, :3]
