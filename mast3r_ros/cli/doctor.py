@@ -32,9 +32,9 @@ REQUIRED = (
     ("scipy", "scipy", "python3-scipy"),
     ("cv2", "opencv-python-headless", "python3-opencv"),
     ("PIL", "pillow", "python3-pil"),
-    ("safetensors", "safetensors", "python3-safetensors-pip"),
+    ("safetensors", "safetensors", "(pip only)"),
     ("poselib", "poselib", "(pip only)"),
-    ("rosbags", "rosbags", "python3-rosbags-pip"),
+    ("rosbags", "rosbags", "(pip only)"),
 )
 OPTIONAL = (
     ("faiss", "faiss-cpu (or faiss-gpu-cu12)", "fast reciprocal matching falls back to its torch backend"),
@@ -114,7 +114,8 @@ def check_python_modules() -> list[Finding]:
         mod, err = _import(module)
         if mod is None:
             out.append(Finding(module, Status.FAIL, f"cannot import {module} ({err})",
-                               f"install it: pip install {pip_name}  (rosdep key {key})"))
+                               f"pip install {pip_name}" if key == "(pip only)" else
+                               f"in a ROS install: rosdep key {key} (apt); otherwise pip install {pip_name}"))
         else:
             out.append(Finding(module, Status.OK, f"{_version_of(mod, pip_name)} ({_where(mod)})"))
     for module, pip_name, without in OPTIONAL:
