@@ -32,12 +32,13 @@ fi
 PYTEST_ADDOPTS="$(python -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@")${PYTEST_ADDOPTS:+ $PYTEST_ADDOPTS}"
 export PYTEST_ADDOPTS
 echo "==> colcon test --packages-select mast3r_ros (pytest options: ${PYTEST_ADDOPTS:-none})"
+out="build/mast3r_ros/ament_cmake_pytest/pytest.txt"
+rm -f "$out"  # never show an earlier run's output
 set +e
 colcon --log-level error test --packages-select mast3r_ros --return-code-on-test-failure \
   --event-handlers console_direct- console_cohesion- summary+
 rc=$?
 set -e
-out="build/mast3r_ros/ament_cmake_pytest/pytest.txt"
 if [ -f "$out" ]; then
   echo "==> pytest output ($out)"
   cat "$out"
