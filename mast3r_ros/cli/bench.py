@@ -1,9 +1,13 @@
 """``mast3r-ros bench``: time the encoder and decoder+heads of a MASt3R config.
 
-Prints one JSON object: encoder ms per image, decoder+heads ms per pair (from cached
-encoder features), pairs/s (two fresh images encoded + decoded, and decode-only), peak
-memory (CUDA: max allocated; CPU: the process's peak RSS). ViT-L needs no weights:
-``--config vitl`` builds it with random values.
+Prints one JSON object: encoder ms per image, decoder, heads and decoder+heads ms per pair
+(from cached encoder features), fast reciprocal matching ms on the pair's descriptors,
+pairs/s (two fresh images encoded + decoded, and decode-only), peak memory (CUDA: max
+allocated; CPU: the process's peak RSS), min / median / max of every timing, the thread
+count and the load average before and after (with a warning on a busy machine). ViT-L needs
+no weights: ``--config vitl`` builds it with random values. On CUDA: ``--device cuda
+--dtype bfloat16 [--compile] [--tf32]``; attention runs through SDPA (flash / memory-efficient
+kernels where the GPU has them) and nothing synchronises with the host inside a pair.
 """
 from __future__ import annotations
 
@@ -12,8 +16,7 @@ import json
 import logging
 import platform
 import resource
-import statistics
-import time
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile encoder, decoder and heads for the fixed input shape "
+                        "(CPU inductor or CUDA; the first call compiles, minutes for ViT-L)")
+    p.add_argument("--no-frm", action="store_true", help="skip timing fast reciprocal matching")
     p.set_defaults(func=run)
 
 
@@ -73,31 +80,13 @@ def build_engine(args: argparse.Namespace):
 
         model = load_model(args.config, device=device)
     return Mast3rEngine(model, device=device, dtype=args.dtype, tf32=args.tf32,
-                        max_batch=args.batch, resize=False)
-
-
-def _timed(fn, device, iters: int, warmup: int, desc: str = "") -> float:
-    """Median seconds of fn() over iters runs, synchronising CUDA."""
-    import torch
-
-    from mast3r_ros.cli._common import progress
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in progress(range(warmup), desc=f"{desc} warm-up", unit="run"):
-        fn()
-    sync()
-    times = []
-    for _ in progress(range(iters), desc=desc, unit="run"):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+                        max_batch=args.batch, resize=False, compile=args.compile)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mast3r_ros.benchmarking import MachineState, time_fn
     from mast3r_ros.model.preprocess import check_network_size
 
     check_network_size(args.height, args.width)
@@ -105,35 +94,76 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine = MachineState.now()
     engine = build_engine(args)
     dev = engine.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
     gen = torch.Generator().manual_seed(0)
     imgs = [torch.rand(1, 3, args.height, args.width, generator=gen) * 2 - 1 for _ in range(2 * args.batch)]
     imgs = [im.to(dev) for im in imgs]
     views = engine.encode_tensors(imgs, [None] * len(imgs), [None] * len(imgs))
     pairs = [(views[2 * i], views[2 * i + 1]) for i in range(args.batch)]
+    hw = (args.height // 16, args.width // 16)
+    enc1 = torch.cat([p[0].features.tokens for p in pairs])
+    enc2 = torch.cat([p[1].features.tokens for p in pairs])
+    model = engine.model
 
-    enc_s = _timed(lambda: engine.encode_tensors(imgs[:args.batch], [None] * args.batch,
-                                                 [None] * args.batch), dev, args.iters, args.warmup, "encoder")
-    dec_s = _timed(lambda: engine.decode_batch(pairs), dev, args.iters, args.warmup, "decoder")
-    enc_ms, dec_ms = 1e3 * enc_s / args.batch, 1e3 * dec_s / args.batch
+    def decoder():
+        with torch.inference_mode():
+            return engine._decode_fn(enc1, enc2, hw, hw)
+
+    dec1, dec2 = decoder()
+
+    def heads():
+        with torch.inference_mode():
+            return engine._heads_fn(enc1, enc2, dec1, dec2, hw, hw)
+
+    from mast3r_ros.cli._common import progress
+
+    def bar(name):
+        return lambda r: progress(r, desc=name, unit="run")
+
+    t = {}
+    t["encoder"] = time_fn(lambda: engine.encode_tensors(imgs[:args.batch], [None] * args.batch,
+                                                         [None] * args.batch),
+                           runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("encoder"))
+    t["decoder"] = time_fn(decoder, runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("decoder"))
+    t["heads"] = time_fn(heads, runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("heads"))
+    t["decoder_heads"] = time_fn(lambda: engine.decode_batch(pairs), runs=args.iters,
+                                 warmup=args.warmup, sync=sync, iterate=bar("decoder+heads"))
+    pred = engine.decode_batch(pairs[:1])[0]
+    if not args.no_frm:
+        from mast3r_ros.matching.frm import match_prediction
+
+        t["frm"] = time_fn(lambda: match_prediction(pred),
+                           runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("FRM"))
+    machine.finish()
+    per = {k: v.median_ms / (1 if k == "frm" else args.batch) for k, v in t.items()}
+    enc_ms, dec_ms = per["encoder"], per["decoder_heads"]
     if dev.type == "cuda":
         peak = {"peak_cuda_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
                 "device_name": torch.cuda.get_device_name(dev)}
     else:
         peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "device_name": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads()}
+                "device_name": machine.cpu}
+    del model
     report = {
         "config": args.config, "device": str(dev), "dtype": str(engine.dtype).replace("torch.", ""),
-        "height": args.height, "width": args.width, "batch": args.batch, "iters": args.iters,
+        "compiled": engine.compiled, "height": args.height, "width": args.width,
+        "batch": args.batch, "iters": args.iters, "threads": torch.get_num_threads(),
         "encoder_ms_per_image": round(enc_ms, 3),
+        "decoder_ms_per_pair": round(per["decoder"], 3),
+        "heads_ms_per_pair": round(per["heads"], 3),
         "decoder_heads_ms_per_pair": round(dec_ms, 3),
+        **({"frm_ms": round(per["frm"], 3)} if "frm" in per else {}),
         "pairs_per_s": round(1e3 / (2 * enc_ms + dec_ms), 3),
         "cached_pairs_per_s": round(1e3 / dec_ms, 3),
+        "timings": {k: v.summary() for k, v in t.items()},
+        "machine": machine.report(),
         **peak,
     }
     print(json.dumps(report, indent=2))
+    machine.warn_if_busy(lambda m: print(m, file=sys.stderr))
     return 0

@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -37,7 +38,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, repeat: int, device: str, desc: str = "") -> tuple[float, object]:
+def _time(fn, repeat: int, device: str, desc: str = ""):
+    """(Timing over ``repeat`` runs, last output), with a progress bar named ``desc``."""
+    from mast3r_ros.benchmarking import Timing
     from mast3r_ros.cli._common import progress
 
     out, ts = None, []
@@ -47,7 +50,7 @@ def _time(fn, repeat: int, device: str, desc: str = "") -> tuple[float, object]:
         out = fn()
         _sync(device)
         ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts), out
+    return Timing(tuple(ts)), out
 
 
 def bench_pose(n: int = 1000, outliers: float = 0.5, noise: float = 1.0, trials: int = 5) -> list[tuple]:
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but torch sees no CUDA device")
+    from mast3r_ros.benchmarking import MachineState
+
+    machine = MachineState.now()
     pair = homography_pair(args.height, args.width, noise=0.02)
     d1, d2 = pair.desc1.to(dev), pair.desc2.to(dev)
     print(f"# bench-match {datetime.date.today()} | {platform.node()} | {platform.processor() or platform.machine()}"
@@ -105,23 +111,31 @@ def run(args: argparse.Namespace) -> int:
           f" | device {dev}{' ' + torch.cuda.get_device_name(0) if dev.startswith('cuda') else ''}")
     print(f"# descriptor maps {args.height}x{args.width}x{d1.shape[2]} float32, FRM grid every {args.subsample} px")
     fast_reciprocal_nn(d1, d2, subsample=args.subsample)  # warm-up
-    t_frm, r = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample), args.repeat, dev, "FRM torch")
+    tm_frm, r = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample), args.repeat, dev,
+                      "FRM torch")
+    t_frm = tm_frm.median_ms
     x1 = np.stack([r.idx1.cpu().numpy() % args.width, r.idx1.cpu().numpy() // args.width], 1)
     x2 = np.stack([r.idx2.cpu().numpy() % args.width, r.idx2.cpu().numpy() // args.width], 1)
     p = np.concatenate([x1, np.ones((len(x1), 1))], 1) @ pair.H_21.T
     ok = np.mean(np.linalg.norm(p[:, :2] / p[:, 2:] - x2, axis=1) <= 1.5)
-    print(f"FRM torch      : {t_frm:9.1f} ms  ({len(r.idx1)} matches, {r.n_iterations} iterations, "
+    print(f"FRM torch      : {t_frm:9.1f} ms (min {tm_frm.min_ms:.1f}, max {tm_frm.max_ms:.1f}, "
+          f"n={args.repeat})  ({len(r.idx1)} matches, {r.n_iterations} iterations, "
           f"{ok:.1%} within 1.5 px of the truth)")
     if args.faiss:
-        t_f, rf = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample,
-                                                   backend=NNBackend.FAISS), args.repeat, dev,
-                         "FRM faiss")
-        print(f"FRM faiss      : {t_f:9.1f} ms  ({len(rf.idx1)} matches)  ratio faiss/torch {t_f / t_frm:.2f}")
+        tm_f, rf = _time(lambda: fast_reciprocal_nn(d1, d2, subsample=args.subsample,
+                                                    backend=NNBackend.FAISS), args.repeat, dev, "FRM faiss")
+        t_f = tm_f.median_ms
+        print(f"FRM faiss      : {tm_f}  ({len(rf.idx1)} matches)  ratio faiss/torch {t_f / t_frm:.2f}")
     if args.dense:
-        t_d, rd = _time(lambda: mutual_nn(d1, d2), 1, dev, "dense NN")
+        tm_d, rd = _time(lambda: mutual_nn(d1, d2), 1, dev, "dense NN")
+        t_d = tm_d.median_ms
         print(f"dense mutual NN: {t_d:9.1f} ms  ({len(rd.idx1)} matches)  ratio dense/FRM {t_d / t_frm:.1f}x")
     if args.pose:
         print("# PnP + RANSAC, 1000 matches, 50% outliers, 1 px noise, median of 5 scenes")
         for name, ms, rot, pos in bench_pose():
             print(f"PnP {name:14s}: {ms:7.1f} ms  rot {rot:.3f} deg  centre {pos * 1e3:.1f} mm")
+    machine.finish()
+    print(f"# load average {machine.load_before[0]:.2f} before, {machine.load_after[0]:.2f} after "
+          f"({machine.cores} cores, {torch.get_num_threads()} torch threads)")
+    machine.warn_if_busy(lambda m: print(m, file=sys.stderr))
     return 0

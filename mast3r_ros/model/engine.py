@@ -84,11 +84,14 @@ class Mast3rEngine:
         square_ok: keep square images square instead of cropping to 3:4.
         resize: False feeds images as they are (sides must be multiples of 16).
         max_batch: most pairs per network call in ``decode_batch``.
+        compile: ``torch.compile`` the encoder, decoder and heads (fixed shapes; the first
+            call per shape compiles, which takes minutes for ViT-L on a CPU).
     """
 
     def __init__(self, model: Mast3rNet, *, device: str | torch.device | None = None,
                  dtype: str | torch.dtype = torch.float32, tf32: bool = False, size: int = 512,
-                 square_ok: bool = False, resize: bool = True, max_batch: int = 8) -> None:
+                 square_ok: bool = False, resize: bool = True, max_batch: int = 8,
+                 compile: bool | str = False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.device = resolve_device(device)
@@ -104,6 +107,20 @@ class Mast3rEngine:
         for name in _TRUNK:
             getattr(self.model, name).to(self.dtype)
         self._lock = threading.Lock()
+        # torch.compile for fixed input shapes (CPU inductor or CUDA): each distinct (batch,
+        # grid) shape compiles once on first use; dynamic=False keeps the kernels specialised.
+        # ``compile`` may name a torch.compile backend ("inductor" for True; "eager" only
+        # traces, which tests use to prove the network compiles as one graph per stage).
+        self.compiled = bool(compile)
+        if self.compiled:
+            backend = compile if isinstance(compile, str) else "inductor"
+            opts = dict(dynamic=False, fullgraph=True, backend=backend)
+            self._encode_fn = torch.compile(self.model.encode, **opts)
+            self._decode_fn = torch.compile(self.model.decode, **opts)
+            self._heads_fn = torch.compile(self.model.heads, **opts)
+        else:
+            self._encode_fn, self._decode_fn, self._heads_fn = (
+                self.model.encode, self.model.decode, self.model.heads)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -156,7 +173,7 @@ class Mast3rEngine:
                 chunk = idx[start:start + self.max_batch]
                 batch = torch.cat([imgs[i] for i in chunk]).to(self.device, self.dtype)
                 with self._lock, torch.inference_mode():
-                    tokens = self.model.encode(batch)  # (b, N, C_enc)
+                    tokens = self._encode_fn(batch)  # (b, N, C_enc)
                 for j, i in enumerate(chunk):
                     tf = transforms[i] or ImageTransform.identity(H, W)
                     out[i] = EncodedView(EncoderFeatures(tokens[j:j + 1], (H // PATCH_SIZE, W // PATCH_SIZE)),
@@ -196,8 +213,8 @@ class Mast3rEngine:
     def _decode_tokens(self, enc1: torch.Tensor, enc2: torch.Tensor, hw1: tuple[int, int],
                        hw2: tuple[int, int]) -> tuple[Mast3rViewOutput, Mast3rViewOutput]:
         with self._lock, torch.inference_mode():
-            dec1, dec2 = self.model.decode(enc1, enc2, hw1, hw2)
-            raw1, raw2 = self.model.heads(enc1, enc2, dec1, dec2, hw1, hw2)
+            dec1, dec2 = self._decode_fn(enc1, enc2, hw1, hw2)
+            raw1, raw2 = self._heads_fn(enc1, enc2, dec1, dec2, hw1, hw2)
         # Post-process outside inference mode so callers get ordinary tensors: inference
         # tensors cannot be modified in place or saved for backward (e.g. by a pose
         # optimiser that treats the pointmaps as constants).
