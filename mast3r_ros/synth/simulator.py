@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import numbers
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -123,13 +124,17 @@ class SimulatorConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"{f.name} must be true or false, got {value!r}")
-            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{f.name} must be an integer, got {value!r}")
-            if kind == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                        or not np.isfinite(value):
+            is_bool = isinstance(value, (bool, np.bool_))
+            if kind == "bool":
+                if not is_bool:
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
+                object.__setattr__(self, f.name, bool(value))
+            elif kind == "int":
+                if is_bool or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{f.name} must be an integer, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+            elif kind == "float":
+                if is_bool or not isinstance(value, numbers.Real) or not np.isfinite(value):
                     raise ValueError(f"{f.name} must be a finite number, got {value!r}")
                 object.__setattr__(self, f.name, float(value))
         for name in ("depth_noise_abs", "depth_noise_rel", "scale_jitter", "desc_noise",
