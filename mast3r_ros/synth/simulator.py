@@ -16,11 +16,16 @@ What it returns, at the network resolution of the real preprocessing
 - ``pts3d``: each network pixel's surface point (depth resampled from the original
   image: inverse depth interpolated bilinearly where the four neighbours agree within 5 %, which is
   exact on planes, nearest otherwise, on the pixel's own ray), in view 1's camera frame.
-  Noise: depth error with std ``depth_noise_abs + depth_noise_rel * z`` along the ray, a
-  global scale ``scale_error * exp(N(0, scale_jitter))`` of the pair, and outliers.
+  Noise (``SimulatorConfig`` documents each): a per-pair scale ``scale_error *
+  exp(N(0, scale_jitter))``, a smooth low-frequency depth distortion per view, a focal
+  error of each view's pointmap, white depth noise ``depth_noise_abs + depth_noise_rel * z``
+  along the ray, and outliers. Profiles ``exact`` / ``realistic`` / ``hard``
+  (``SimulatorProfile``, ``SimulatorConfig.profile``, ``simulator_config_from``).
 - ``desc``: unit 24-d random Fourier features of the world-space surface point (wavelengths
   log-spaced in ``[desc_min_wavelength, desc_max_wavelength]`` metres), so the same surface
   point has the same descriptor in every view; plus Gaussian ``desc_noise`` (renormalised).
+  With ``alias_fraction`` > 0, on some textured materials the feature coordinate is the
+  position within one texture repeat instead: repeats share descriptors (aliasing).
 - ``conf`` (>= 1) and ``desc_conf`` (> 0): high where the image is textured and the
   surface is seen by both views; low on weak texture (local mean gradient below
   ``low_texture_threshold``, where descriptors are also scrambled: low-texture failure)
@@ -28,7 +33,8 @@ What it returns, at the network resolution of the real preprocessing
 - Outliers: a fraction ``outlier_fraction`` of pixels gets its depth scaled by U(0.5, 2)
   and the descriptor of another random pixel, with normal confidences (deceptive).
 
-Noise is deterministic per (``seed``, frame index 1, frame index 2).
+Noise is deterministic per (``seed``, frame index 1, frame index 2); none of it lowers the
+confidences (the network does not know when it errs).
 """
 from __future__ import annotations
 
