@@ -13,7 +13,9 @@ from ground truth, so tests and evaluations run without weights. Always labelled
 never a default engine. They all live here:
 
 - ``simulator.NetworkOutputSimulator``: 3D scenes of ``sequence`` - pointmaps, confidences and
-  descriptors with controlled noise (tracking, relocalization, mapping, the nodes).
+  descriptors with controlled, correlated noise (tracking, relocalization, mapping, the nodes);
+  its noise profiles (``SimulatorProfile``, ``SimulatorConfig``, ``simulator_config_from``);
+  ``simulator_stats``: their measured statistics.
 - ``homography.HomographyDescriptorEngine``: a textured plane under a known homography -
   descriptors only, exact on any crop or resolution (matching, coarse-to-fine); with
   ``homography.homography_pair`` for raw descriptor maps (``bench-match``).
