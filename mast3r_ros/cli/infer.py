@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mast3r_ros.cli._common import engine_from_args, load_rgb
+from mast3r_ros.cli._common import check_output_path, engine_from_args, load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,23 @@ def prediction_arrays(pred) -> dict[str, np.ndarray]:
             "view2_conf": f(v2.conf), "view2_desc": f(v2.desc), "view2_desc_conf": f(v2.desc_conf)}
 
 
+def check_finite_arrays(arrays: dict[str, np.ndarray], what: str) -> None:
+    """Refuse NaN / inf in network outputs (never write or match garbage without a word)."""
+    from mast3r_ros.errors import NonFiniteError
+
+    bad = {k: int((~np.isfinite(v)).sum()) for k, v in arrays.items() if not np.isfinite(v).all()}
+    if bad:
+        raise NonFiniteError(f"{what} has non-finite values (count per array: {bad}); the checkpoint "
+                             "weights or the dtype (--dtype float16 overflows) are likely wrong")
+
+
 def run(args: argparse.Namespace) -> int:
-    images = [load_rgb(args.img1), load_rgb(args.img2)]
+    check_output_path(args.out, "--out")
+    images = [load_rgb(args.img1, "IMG1"), load_rgb(args.img2, "IMG2")]
     engine = engine_from_args(args, (args.img1, args.img2), images)
     pred = engine.predict(*images)
     arrays = prediction_arrays(pred)
+    check_finite_arrays(arrays, "the network output")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
