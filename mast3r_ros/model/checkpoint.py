@@ -92,10 +92,6 @@ def parse_constructor_string(src: str) -> dict[str, Any]:
         raise ConfigError(f"constructor string must be a call of {CONSTRUCTOR_NAMES}, got {short!r}")
     if call.args or any(kw.arg is None for kw in call.keywords):
         raise ConfigError(f"constructor string must use keyword arguments only: {short!r}")
-    names = [kw.arg for kw in call.keywords]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"constructor string repeats keyword(s) "
-                          f"{sorted({n for n in names if names.count(n) > 1})}: {short!r}")
     return {kw.arg: _literal(kw.value, src) for kw in call.keywords}
 
 
@@ -370,7 +366,8 @@ def _count_blocks(sd: Mapping[str, Any], prefix: str) -> int:
 
 
 def check_config_against_state_dict(cfg: Mast3rConfig, sd: Mapping[str, Any], path: str) -> None:
-    """Compare depths and widths of ``cfg`` with the state-dict keys, before anything is built.
+    """Compare depths and widths of ``cfg`` with the state-dict keys, before anything is
+    built: a config deeper or wider than the weights is refused.
 
     Raises:
         CheckpointError: naming the field, the config's value and what the file holds.
@@ -379,8 +376,10 @@ def check_config_against_state_dict(cfg: Mast3rConfig, sd: Mapping[str, Any], pa
     for key, dim in (("patch_embed.proj.weight", "enc_embed_dim"), ("decoder_embed.weight", "dec_embed_dim")):
         if key in sd and getattr(sd[key], "ndim", 0) >= 1:
             found[dim] = int(sd[key].shape[0])
+    # A config larger than the weights would build (allocate) more than the file holds: refuse
+    # now. A smaller one builds a small network; the strict key check then names every key.
     for name, n in found.items():
-        if n and getattr(cfg, name) != n:
+        if n and getattr(cfg, name) > n:
             raise CheckpointError(f"{path}: config {name}={getattr(cfg, name)} but the weights hold "
                                   f"{n}; the configuration does not describe this file")
 
