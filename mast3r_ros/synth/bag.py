@@ -355,6 +355,8 @@ def _read_info(bag_dir: Path, topics: BagTopics) -> dict:
     with Reader(bag_dir) as reader:
         conns = [c for c in reader.connections if c.topic == topics.info
                  and c.msgtype == _TYPES["info"]]
+        if not conns:  # rosbags reads every topic when given no connections
+            return {}
         for conn, _, raw in reader.messages(connections=conns):
             try:
                 meta = json.loads(ts.deserialize_cdr(raw, conn.msgtype).data)
