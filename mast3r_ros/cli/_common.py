@@ -83,8 +83,13 @@ def load_rgb(path: str | Path, argument: str | None = None) -> np.ndarray:
         raise InputError(f"image {str(path)!r} is a directory, expected an image file", argument=argument)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    import warnings
+
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our ceiling rules
+            im = Image.open(path)
+        with im:
             check_image_pixels(im.height, im.width, f"image {path}")
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except Image.DecompressionBombError as exc:

@@ -59,6 +59,8 @@ def argument_for_path(path, args: argparse.Namespace, parser: argparse.ArgumentP
         if target == v or target.startswith(v.rstrip(os.sep) + os.sep):
             if best is None or len(v) > best[0]:
                 best = (len(v), _label(action))
+        elif v.startswith(target.rstrip(os.sep) + os.sep) and best is None:
+            best = (0, f"the folder of {_label(action)}")  # e.g. creating its parent failed
     return best[1] if best else None
 
 

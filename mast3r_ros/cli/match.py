@@ -69,8 +69,8 @@ def _load_desc(path: str) -> dict[str, np.ndarray]:
         if len(shape) != 3:
             raise InputError(f"{p}:{k} must be (H, W, D) without batch dimension, got {shape}",
                              argument="--desc")
-        if shape[0] * shape[1] > MAX_DESC_PIXELS or not 1 <= shape[2] <= MAX_DESC_DIM:
-            raise InputError(f"{p}:{k} has shape {shape}; expected H*W <= {MAX_DESC_PIXELS:,} and "
+        if min(shape) < 1 or shape[0] * shape[1] > MAX_DESC_PIXELS or not 1 <= shape[2] <= MAX_DESC_DIM:
+            raise InputError(f"{p}:{k} has shape {shape}; expected H, W >= 1, H*W <= {MAX_DESC_PIXELS:,} and "
                              f"1 <= D <= {MAX_DESC_DIM}", argument="--desc")
         if dtype.kind != "f":
             raise InputError(f"{p}:{k} must be floating point, got {dtype}", argument="--desc")
@@ -78,7 +78,8 @@ def _load_desc(path: str) -> dict[str, np.ndarray]:
         if k in shapes and (shapes[k][0] != shapes[d][0][:2] or shapes[k][1].kind != "f"):
             raise InputError(f"{p}:{k} must be float (H, W) = {shapes[d][0][:2]}, got "
                              f"{shapes[k][0]} {shapes[k][1]}", argument="--desc")
-    return load_npz(p, keys)
+    # native byte order, float32 (torch refuses big-endian arrays with a message naming nothing)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in load_npz(p, keys).items()}
 
 
 def match_desc_file(args: argparse.Namespace, images: list[np.ndarray] | None):
