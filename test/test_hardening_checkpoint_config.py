@@ -69,7 +69,7 @@ def test_bad_constructor_values_refused_before_building(change, match):
 BAD_OVERRIDES = [
     ({"desc_mlp_hidden_dim_factor": 1e30}, r"desc_mlp_hidden_dim_factor.*64"),
     ({"desc_mlp_hidden_dim_factor": float("nan")}, r"desc_mlp_hidden_dim_factor"),
-    ({"dpt_layer_dims": [8, 12, 16]}, r"dpt_layer_dims.*4 integers"),
+    ({"dpt_layer_dims": [8, 12, 16]}, r"dpt_layer_dims.*4 entries"),
     ({"dpt_layer_dims": [8, 12.5, 16, 24]}, r"dpt_layer_dims"),
     ({"dpt_layer_dims": "8,12,16,24"}, r"dpt_layer_dims"),
     ({"dpt_feature_dim": 2**40}, r"dpt_feature_dim"),

@@ -12,7 +12,7 @@ import numpy as np
 
 def check_output_path(path: str | Path | None, argument: str = "--out", *, kind: str = "file",
                       overwrite: bool = True, image_writer: bool = False,
-                      suffixes: tuple[str, ...] | None = None) -> Path | None:
+                      suffixes: Sequence[str] | None = None, is_dir: bool | None = None) -> Path | None:
     """Check that ``path`` can be written, before any expensive work starts.
 
     Args:
@@ -24,7 +24,9 @@ def check_output_path(path: str | Path | None, argument: str = "--out", *, kind:
         overwrite: False refuses an existing path.
         image_writer: the file is written with ``cv2.imwrite``: its extension must have an
             OpenCV writer.
-        suffixes: allowed suffixes (lower case, with the dot), e.g. ``(".npz",)``.
+        suffixes: allowed suffixes (lower case, with the dot), e.g. ``(".npz",)``; empty or
+            None: any.
+        is_dir: same as ``kind="dir"`` (True) / ``kind="file"`` (False).
 
     Returns:
         ``Path(path)``.
@@ -34,6 +36,10 @@ def check_output_path(path: str | Path | None, argument: str = "--out", *, kind:
     """
     from mast3r_ros.errors import OutputPathError
 
+    if is_dir is not None:
+        kind = "dir" if is_dir else "file"
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     if path is None:
         return None
     if not str(path).strip():
@@ -48,7 +54,7 @@ def check_output_path(path: str | Path | None, argument: str = "--out", *, kind:
         raise OutputPathError(f"{where} already exists; choose another name (or --force where offered)")
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputPathError(f"{where} exists and is not writable (permission denied)")
-    if suffixes is not None and p.suffix.lower() not in suffixes:
+    if suffixes and p.suffix.lower() not in tuple(suffixes):
         raise OutputPathError(f"{where} must end in one of {list(suffixes)}, got {p.suffix or 'no suffix'!r}")
     if image_writer:
         import cv2

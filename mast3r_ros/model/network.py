@@ -66,13 +66,14 @@ def _validate_config_fields(cfg: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise bad(name, f"a finite number in ({lo:g}, {hi:g}]", v)
         if not lo < float(v) <= hi:
-            raise bad(name, f"a finite number in ({lo:g}, {hi:g}]", v)
+            why = " (a factor <= 0 gives an empty descriptor MLP)" if name == "desc_mlp_hidden_dim_factor" else ""
+            raise bad(name, f"a finite number in ({lo:g}, {hi:g}]{why}", v)
         object.__setattr__(cfg, name, float(v))
     dims = cfg.dpt_layer_dims
     if (not isinstance(dims, (tuple, list)) or len(dims) != 4
             or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 1 <= int(d) <= 4096
                    for d in dims)):
-        raise bad("dpt_layer_dims", "4 integers in [1, 4096]", dims)
+        raise bad("dpt_layer_dims", "4 entries, integers in [1, 4096]", dims)
     object.__setattr__(cfg, "dpt_layer_dims", tuple(int(d) for d in dims))
     for name in ("enc", "dec"):
         dim = getattr(cfg, f"{name}_embed_dim")
