@@ -137,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
               f"not installed (torch: install the CPU or CUDA build you want first; see README)",
               file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Bad input ends with a clear message and a non-zero exit, not a traceback.
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: quiet, the conventional status
+    except Exception as exc:  # noqa: BLE001 - translated in one place (cli/_errors.py)
+        from mast3r_ros.cli._errors import describe
+
+        message, status = describe(exc, args, parser)
         logging.getLogger("mast3r_ros").debug("failure", exc_info=True)
-        print(f"mast3r-ros {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"mast3r-ros {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,9 +89,18 @@ def run(args: argparse.Namespace) -> int:
     from mast3r_ros.benchmarking import MachineState, time_fn
     from mast3r_ros.model.preprocess import check_network_size
 
+    from mast3r_ros.errors import LimitError
+    from mast3r_ros.limits import check_network_input
+
     check_network_size(args.height, args.width)
+    check_network_input(args.height, args.width, "--height x --width")
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
+    if args.batch > 64 or args.iters > 10_000 or args.warmup > 1_000:
+        raise LimitError(f"expected --batch <= 64, --iters <= 10000, --warmup <= 1000, got "
+                         f"{args.batch}, {args.iters}, {args.warmup}")
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise ValueError(f"--threads must be in [1, 1024], got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = MachineState.now()

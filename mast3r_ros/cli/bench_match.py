@@ -93,11 +93,16 @@ def run(args: argparse.Namespace) -> int:
     from mast3r_ros.matching import NNBackend, fast_reciprocal_nn, mutual_nn
     from mast3r_ros.synth.homography import homography_pair
 
-    if args.repeat < 1:
-        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
-    if args.height < 8 or args.width < 8 or args.subsample < 1:
-        raise ValueError(f"--height and --width must be >= 8 and --subsample >= 1, got "
-                         f"{args.height}, {args.width}, {args.subsample}")
+    from mast3r_ros.errors import InputError, LimitError
+    from mast3r_ros.limits import MAX_DESC_PIXELS
+
+    if not 1 <= args.repeat <= 1000:
+        raise InputError(f"expected 1..1000, got {args.repeat}", argument="--repeat")
+    if args.subsample < 1:
+        raise InputError(f"expected >= 1, got {args.subsample}", argument="--subsample")
+    if args.height < 16 or args.width < 16 or args.height * args.width > MAX_DESC_PIXELS:
+        raise LimitError(f"--height x --width must be at least 16x16 and at most {MAX_DESC_PIXELS:,} "
+                         f"pixels, got {args.height}x{args.width}")
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but torch sees no CUDA device")

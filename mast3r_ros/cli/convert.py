@@ -22,11 +22,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mast3r_ros.model.checkpoint import build_model, read_checkpoint, save_safetensors
 
+    from mast3r_ros.cli._common import check_output_path
+    from mast3r_ros.errors import OutputPathError
+
     dst = Path(args.dst)
     if dst.suffix != ".safetensors":
-        raise ValueError(f"output {dst} must end in .safetensors")
+        raise OutputPathError(f"output {dst} must end in .safetensors", argument="DST")
     if dst.exists() and not args.force:
-        raise ValueError(f"output {dst} exists; pass --force to overwrite")
+        raise OutputPathError(f"output {dst} exists; pass --force to overwrite", argument="DST")
+    check_output_path(dst, "DST")
     ckpt = read_checkpoint(args.src)
     build_model(ckpt)  # strict key/shape check before writing anything
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _finite_or_null(value):
+    """NaN / inf -> None (JSON null), recursively; json.dumps would write invalid ``NaN``."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    import math
+
+    from mast3r_ros.cli._common import check_output_path
+    from mast3r_ros.errors import InputError
     from mast3r_ros.evaluation.metrics import Alignment, ate, rpe
     from mast3r_ros.evaluation.trajectory import read_tum
 
+    if not (math.isfinite(args.max_diff) and args.max_diff >= 0):
+        raise InputError(f"expected a finite number of seconds >= 0, got {args.max_diff}",
+                         argument="--max-diff")
+    if args.plot:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = tuple("." + k for k in FigureCanvasBase.get_supported_filetypes())
+        check_output_path(args.plot, "--plot", suffixes=kinds)
     gt, est = read_tum(args.gt), read_tum(args.est)
     alignment = Alignment.SIM3 if args.sim3 else Alignment.SE3
     a = ate(gt, est, alignment, args.max_diff)
@@ -43,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
         from mast3r_ros.evaluation.plot import plot_trajectories
 
         out["plot"] = str(plot_trajectories(a, args.plot, r, title=f"{args.est} vs {args.gt}"))
-    print(json.dumps(out, indent=2))
+    # valid JSON only: a statistic that does not exist (e.g. RPE of too few poses) is null
+    print(json.dumps(_finite_or_null(out), indent=2, allow_nan=False))
     return 0

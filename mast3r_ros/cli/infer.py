@@ -39,9 +39,19 @@ def prediction_arrays(pred) -> dict[str, np.ndarray]:
             "view2_conf": f(v2.conf), "view2_desc": f(v2.desc), "view2_desc_conf": f(v2.desc_conf)}
 
 
+def check_finite_arrays(arrays: dict[str, np.ndarray], what: str) -> None:
+    """Refuse NaN / inf in network outputs (never write or match garbage without a word)."""
+    from mast3r_ros.errors import NonFiniteError
+
+    bad = {k: int((~np.isfinite(v)).sum()) for k, v in arrays.items() if not np.isfinite(v).all()}
+    if bad:
+        raise NonFiniteError(f"{what} has non-finite values (count per array: {bad}); the checkpoint "
+                             "weights or the dtype (--dtype float16 overflows) are likely wrong")
+
+
 def run(args: argparse.Namespace) -> int:
-    out = check_output_path(args.out)
-    images = [load_rgb(args.img1), load_rgb(args.img2)]
+    out = check_output_path(args.out, "--out")
+    images = [load_rgb(args.img1, "IMG1"), load_rgb(args.img2, "IMG2")]
     engine = engine_from_args(args, (args.img1, args.img2), images)
     with progress(total=3, desc="infer", unit="step") as bar:  # 2 encodes (one batch), decode
         v1, v2 = engine.encode_batch(images)
@@ -49,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         pred = engine.decode(v1, v2)
         bar.update(1)
     arrays = prediction_arrays(pred)
+    check_finite_arrays(arrays, "the network output")
     save_npz(out, **arrays)
     logger.info("wrote %s: view1 %s, view2 %s (network resolution)", out,
                 tuple(pred.view1.transform.network_size), tuple(pred.view2.transform.network_size))

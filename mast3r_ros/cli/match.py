@@ -51,17 +51,35 @@ def _frm_config(args: argparse.Namespace):
 
 
 def _load_desc(path: str) -> dict[str, np.ndarray]:
+    """The descriptor arrays of an `infer` .npz; shapes and sizes checked from the headers
+    before anything is decompressed (``limits.npz_member_shapes``)."""
+    from mast3r_ros.errors import InputError
+    from mast3r_ros.limits import MAX_DESC_DIM, MAX_DESC_PIXELS, load_npz, npz_member_shapes
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"descriptor file not found: {p}")
-    with np.load(p) as z:
-        arrays = {k: z[k] for k in z.files}
-    for k in ("view1_desc", "view2_desc"):
-        if k not in arrays:
-            raise ValueError(f"{p} has no '{k}' (keys: {sorted(arrays)}); pass an `infer` output")
-        if arrays[k].ndim != 3:
-            raise ValueError(f"{p}:{k} must be (H, W, D) without batch dimension, got {arrays[k].shape}")
-    return arrays
+    shapes = npz_member_shapes(p)
+    keys = ("view1_desc", "view2_desc", "view1_desc_conf", "view2_desc_conf")
+    for k in keys[:2]:
+        if k not in shapes:
+            raise InputError(f"{p} has no '{k}' (keys: {sorted(shapes)}); pass an `infer` output",
+                             argument="--desc")
+        shape, dtype = shapes[k]
+        if len(shape) != 3:
+            raise InputError(f"{p}:{k} must be (H, W, D) without batch dimension, got {shape}",
+                             argument="--desc")
+        if min(shape) < 1 or shape[0] * shape[1] > MAX_DESC_PIXELS or not 1 <= shape[2] <= MAX_DESC_DIM:
+            raise InputError(f"{p}:{k} has shape {shape}; expected H, W >= 1, H*W <= {MAX_DESC_PIXELS:,} and "
+                             f"1 <= D <= {MAX_DESC_DIM}", argument="--desc")
+        if dtype.kind != "f":
+            raise InputError(f"{p}:{k} must be floating point, got {dtype}", argument="--desc")
+    for k, d in zip(keys[2:], keys[:2]):
+        if k in shapes and (shapes[k][0] != shapes[d][0][:2] or shapes[k][1].kind != "f"):
+            raise InputError(f"{p}:{k} must be float (H, W) = {shapes[d][0][:2]}, got "
+                             f"{shapes[k][0]} {shapes[k][1]}", argument="--desc")
+    # native byte order, float32 (torch refuses big-endian arrays with a message naming nothing)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in load_npz(p, keys).items()}
 
 
 def match_desc_file(args: argparse.Namespace, images: list[np.ndarray] | None):
@@ -114,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give both IMG1 and IMG2, or neither (only with --desc)")
     if args.subsample < 1 or args.border < 0:
         raise ValueError(f"--subsample must be >= 1 and --border >= 0, got {args.subsample}, {args.border}")
-    images = [load_rgb(args.img1), load_rgb(args.img2)] if args.img1 else None
+    images = [load_rgb(args.img1, "IMG1"), load_rgb(args.img2, "IMG2")] if args.img1 else None
     if args.checkpoint and images is None:
         raise ValueError("--checkpoint needs IMG1 and IMG2")
     if args.coarse_to_fine and args.desc:
@@ -123,9 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--coarse-to-fine is for images larger than the network input; drop --no-resize")
     if args.viz and images is None:
         raise ValueError("--viz needs IMG1 and IMG2")
-    out = check_output_path(args.out)
-    if args.viz:
-        check_output_path(args.viz, "--viz", suffixes=(".png", ".jpg", ".jpeg"))
+    out = check_output_path(args.out, "--out")
+    check_output_path(args.viz, "--viz", image_writer=True)
 
     if args.desc:
         m = match_desc_file(args, images)
@@ -142,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
             xy1, xy2 = r.xy1, r.xy2
             logger.info("coarse-to-fine: %d coarse matches, %d window pairs", len(r.coarse), len(r.window_pairs))
         else:
+            from mast3r_ros.cli.infer import check_finite_arrays, prediction_arrays
+
             v1, v2 = engine.encode(images[0]), engine.encode(images[1])
-            m = match_prediction(engine.decode(v1, v2), _frm_config(args))
+            pred = engine.decode(v1, v2)
+            check_finite_arrays(prediction_arrays(pred), "the network output")
+            m = match_prediction(pred, _frm_config(args))
             xy1, xy2 = m.xy1, m.xy2
     xy1 = np.rint(xy1).astype(np.int64).reshape(-1, 2)
     xy2 = np.rint(xy2).astype(np.int64).reshape(-1, 2)

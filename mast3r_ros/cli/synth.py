@@ -34,18 +34,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mast3r_ros.cli._common import check_output_path, progress
+    from mast3r_ros.errors import OutputPathError
     from mast3r_ros.synth.bag import write_dataset
     from mast3r_ros.synth.sequence import SynthConfig, generate
 
+    check_output_path(args.out, "--out", kind="dir")
+    if (Path(args.out) / "bag").exists():
+        raise OutputPathError(f"--out {args.out!r} already holds a bag/ folder; choose a new --out")
     config = SynthConfig(scene=args.scene, trajectory=args.trajectory, frames=args.frames,
                          seed=args.seed, width=args.width, height=args.height,
                          rate_hz=args.rate, hfov_deg=args.hfov)
     # everything that can make the write fail is checked before minutes of rendering
-    out = check_output_path(args.out, is_dir=True)
-    if (out / "bag").exists():
-        raise ValueError(f"--out {out}: {out / 'bag'} already exists; choose a new folder "
-                         f"or remove it")
+    out = Path(args.out)
     if (out / "groundtruth.tum").is_dir():
         raise ValueError(f"--out {out}: {out / 'groundtruth.tum'} is a folder")
     sequence = generate(config, progress=lambda frames: progress(

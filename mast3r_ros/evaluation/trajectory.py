@@ -79,30 +79,61 @@ def write_tum(path: str | Path, stamps: np.ndarray | list, poses: np.ndarray) ->
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def read_tum(path: str | Path) -> Trajectory:
-    """Read a TUM file (sorted by stamp on return).
+MAX_TUM_POSES = 5_000_000  # rows read_tum accepts (a few hundred MB as Python lists)
+_MAX_TUM_LINE = 4096  # characters in one line
+
+
+def read_tum(path: str | Path, max_poses: int = MAX_TUM_POSES) -> Trajectory:
+    """Read a TUM file (sorted by stamp on return), line by line with bounded memory.
 
     Raises:
-        FileNotFoundError: no such file; ValueError: a line without 8 numbers, or no poses.
+        FileNotFoundError: no such file; ValueError (``InputError``): a line without 8
+            finite numbers, a zero quaternion, a line longer than 4096 characters, more than
+            ``max_poses`` poses, binary content, or no poses.
     """
+    from mast3r_ros.errors import InputError, LimitError
+
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"trajectory {str(path)!r} is a directory, expected a TUM text file")
     if not path.is_file():
         raise FileNotFoundError(f"trajectory file {path} does not exist")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.replace(",", " ").split()
-        if len(parts) != 8:
-            raise ValueError(f"{path}:{n}: expected 8 values 'timestamp tx ty tz qx qy qz qw', "
-                             f"got {len(parts)}")
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            raise ValueError(f"{path}:{n}: not a number in {line!r}") from None
+    with open(path, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(_MAX_TUM_LINE + 1)
+            if not raw:
+                break
+            n += 1
+            if len(raw) > _MAX_TUM_LINE and not raw.endswith(b"\n"):
+                raise InputError(f"{path}:{n}: line longer than {_MAX_TUM_LINE} characters; "
+                                 "expected 'timestamp tx ty tz qx qy qz qw'")
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{n}: not UTF-8 text; expected a TUM trajectory "
+                                 "(text lines 'timestamp tx ty tz qx qy qz qw')") from None
+            if not line or line.startswith("#"):
+                continue
+            parts = line.replace(",", " ").split()
+            if len(parts) != 8:
+                raise InputError(f"{path}:{n}: expected 8 values 'timestamp tx ty tz qx qy qz qw', "
+                                 f"got {len(parts)}")
+            try:
+                row = [float(p) for p in parts]
+            except ValueError:
+                raise InputError(f"{path}:{n}: not a number in {line!r}") from None
+            if not all(np.isfinite(row)):
+                raise InputError(f"{path}:{n}: expected finite numbers, got {line!r}")
+            if sum(q * q for q in row[4:]) < 1e-12:
+                raise InputError(f"{path}:{n}: the quaternion (qx qy qz qw) is zero, expected a rotation")
+            rows.append(row)
+            if len(rows) > max_poses:
+                raise LimitError(f"{path}: more than {max_poses:,} poses; the ceiling is "
+                                 "evaluation.trajectory.MAX_TUM_POSES")
     if not rows:
-        raise ValueError(f"{path} holds no poses")
+        raise InputError(f"{path} holds no poses")
     data = np.array(rows)
     order = np.argsort(data[:, 0], kind="stable")
     data = data[order]

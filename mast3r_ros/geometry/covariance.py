@@ -49,6 +49,8 @@ def pose_covariance(T_world_cam: np.ndarray, pts2d: np.ndarray, pts3d_world: np.
     K = check_K(K)
     pts2d = np.asarray(pts2d, dtype=np.float64)
     pts3d_world = np.asarray(pts3d_world, dtype=np.float64)
+    if not (np.all(np.isfinite(pts2d)) and np.all(np.isfinite(pts3d_world))):
+        raise ValueError("pose covariance: pts2d / pts3d_world hold NaN or inf")
     if pts2d.ndim != 2 or pts2d.shape[1] != 2 or pts3d_world.shape != (len(pts2d), 3):
         raise ValueError(f"pts2d must be (N, 2) and pts3d_world (N, 3), got {pts2d.shape} and "
                          f"{pts3d_world.shape}")
@@ -64,5 +66,10 @@ def pose_covariance(T_world_cam: np.ndarray, pts2d: np.ndarray, pts3d_world: np.
         rm = reprojection_residuals(_perturb(T, -d), pts2d, pts3d_world, K).reshape(-1)
         J[:, k] = (rp - rm) / (2 * step)
     sigma2 = float(r0 @ r0) / max(2 * n - 6, 1)
+    if not (np.all(np.isfinite(J)) and np.isfinite(sigma2)):
+        from mast3r_ros.errors import NonFiniteError
+
+        raise NonFiniteError("pose covariance: reprojection residuals are not finite (a point at "
+                             "or behind the camera, or NaN inputs); no covariance can be given")
     cov = sigma2 * np.linalg.pinv(J.T @ J)
     return 0.5 * (cov + cov.T)

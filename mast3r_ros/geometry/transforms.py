@@ -10,21 +10,61 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 __all__ = [
-    "make_T", "invert_T", "check_T", "matrix_to_quaternion_xyzw", "quaternion_xyzw_to_matrix",
+    "make_T", "invert_T", "check_T", "check_rotation", "ROTATION_ATOL", "matrix_to_quaternion_xyzw", "quaternion_xyzw_to_matrix",
     "quaternion_xyzw_to_wxyz", "quaternion_wxyz_to_xyzw", "T_to_pose", "pose_to_T",
     "rotation_angle_deg", "transform_points",
 ]
 
 
+ROTATION_ATOL = 1e-4  # |R^T R - I| entries; float32 round trips stay far below it
+
+
+def _as_float_array(x, name: str) -> np.ndarray:
+    from mast3r_ros.errors import InputError
+
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be an array of numbers, got {type(x).__name__}: {exc}") from None
+
+
+def check_rotation(R: np.ndarray, name: str = "R", atol: float = ROTATION_ATOL) -> np.ndarray:
+    """Validate a (3, 3) rotation: finite, orthonormal (``R^T R = I`` within ``atol``) and
+    ``det R = +1`` (no reflection); returns float64.
+
+    Raises:
+        InputError (a ValueError) naming ``name`` and what is wrong.
+    """
+    from mast3r_ros.errors import InputError
+
+    R = _as_float_array(R, name)
+    if R.shape != (3, 3):
+        raise InputError(f"{name} must be a (3, 3) rotation, got shape {R.shape}")
+    if not np.all(np.isfinite(R)):
+        raise InputError(f"{name} has non-finite entries (NaN/inf): {R.tolist()}")
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    if err > atol:
+        raise InputError(f"{name} is not a rotation: R^T R differs from the identity by {err:.3g} "
+                         f"(tolerance {atol:g}); expected an orthonormal matrix (scaled or sheared?)")
+    det = float(np.linalg.det(R))
+    if det < 0:
+        raise InputError(f"{name} is a reflection (det {det:.3f}), expected a rotation (det +1)")
+    return R
+
+
 def check_T(T: np.ndarray, name: str = "T") -> np.ndarray:
-    """Validate a (4, 4) rigid transform (finite, last row 0 0 0 1); returns float64."""
-    T = np.asarray(T, dtype=np.float64)
+    """Validate a (4, 4) rigid transform (finite, orthonormal rotation with det +1, last
+    row 0 0 0 1); returns float64."""
+    from mast3r_ros.errors import InputError
+
+    T = _as_float_array(T, name)
     if T.shape != (4, 4):
-        raise ValueError(f"{name} must be a (4, 4) transform, got shape {T.shape}")
+        raise InputError(f"{name} must be a (4, 4) transform, got shape {T.shape}")
     if not np.all(np.isfinite(T)):
-        raise ValueError(f"{name} has non-finite entries")
+        raise InputError(f"{name} has non-finite entries")
     if not np.allclose(T[3], [0, 0, 0, 1]):
-        raise ValueError(f"{name} last row must be [0, 0, 0, 1], got {T[3]}")
+        raise InputError(f"{name} last row must be [0, 0, 0, 1], got {T[3]}")
+    check_rotation(T[:3, :3], f"{name}[:3, :3]")
     return T
 
 
@@ -56,8 +96,7 @@ def matrix_to_quaternion_xyzw(R: np.ndarray) -> np.ndarray:
     R = np.asarray(R, dtype=np.float64)
     if R.shape == (4, 4):
         R = R[:3, :3]
-    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
-        raise ValueError(f"R must be a finite (3, 3) rotation, got shape {R.shape}")
+    R = check_rotation(R)
     q = Rotation.from_matrix(R).as_quat()  # xyzw
     return q if q[3] >= 0 else -q
 

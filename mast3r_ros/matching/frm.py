@@ -141,6 +141,26 @@ def _check_desc_map(name: str, desc: torch.Tensor) -> None:
         raise ValueError(f"{name} must be floating point, got {desc.dtype}")
 
 
+def check_desc_values(name: str, desc: torch.Tensor) -> None:
+    """Refuse descriptor maps that cannot be matched: NaN / inf values, or all zero (no
+    information), instead of silently returning 0 (or arbitrary) matches.
+
+    Raises:
+        NonFiniteError: non-finite values (with their count). InputError: an all-zero map.
+    """
+    from mast3r_ros.errors import InputError, NonFiniteError
+
+    _check_desc_map(name, desc)
+    n_bad = int((~torch.isfinite(desc)).sum())
+    if n_bad:
+        what = "entirely" if n_bad == desc.numel() else f"{n_bad} of {desc.numel()} values"
+        raise NonFiniteError(f"{name} {tuple(desc.shape)} is {what} NaN/inf; descriptors must be "
+                             "finite (is the network output or the .npz corrupt?)", argument=name)
+    if desc.numel() and float(desc.abs().amax()) == 0.0:
+        raise InputError(f"{name} {tuple(desc.shape)} is all zero: there is nothing to match; "
+                         "expected unit-norm descriptors", argument=name)
+
+
 _CPU_BLOCK_ELEMS = 2**22  # score-buffer size that suits the CPU caches (see _nn_torch)
 
 
@@ -418,7 +438,12 @@ def match_descriptors(
 
     Returns:
         ``Matches``.
+
+    Raises:
+        NonFiniteError / InputError: a descriptor map with NaN / inf, or all zero.
     """
+    check_desc_values("desc1", desc1)
+    check_desc_values("desc2", desc2)
     raw = fast_reciprocal_nn(
         desc1, desc2, subsample=config.subsample, seeds_xy=seeds_xy,
         max_iterations=config.max_iterations, backend=config.backend,

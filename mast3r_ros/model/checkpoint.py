@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import torch
 
+from mast3r_ros.errors import CheckpointError, ConfigError, NonFiniteError
+
 from .network import DESC_DIM, Mast3rConfig, Mast3rNet
 
 logger = logging.getLogger(__name__)
@@ -40,22 +42,27 @@ CONSTRUCTOR_NAMES = ("AsymmetricMASt3R",)
 HEAD_OVERRIDE_KEYS = ("dpt_feature_dim", "dpt_last_dim", "dpt_layer_dims", "desc_mlp_hidden_dim_factor")
 METADATA_CONFIG_KEY = "mast3r_config"
 _ALIAS_RE = re.compile(r"^(downstream_head[12]\.dpt\.scratch)\.layer_rn\.([0-3])\.weight$")
+MAX_CONSTRUCTOR_CHARS = 20_000  # the official string is ~600 characters
+MAX_LITERAL_DEPTH = 4  # tuples inside tuples: ('exp', -inf, inf) is depth 1
 
 
 # ----------------------------------------------------------------------------- constructor string
-def _literal(node: ast.AST, src: str) -> Any:
+def _literal(node: ast.AST, src: str, depth: int = 0) -> Any:
     """Value of a literal node: constants, tuples/lists, ``inf``/``nan``, unary +/-."""
+    if depth > MAX_LITERAL_DEPTH:
+        raise ConfigError(f"constructor string nests tuples deeper than {MAX_LITERAL_DEPTH} levels; "
+                          "expected flat literals such as ('exp', -inf, inf)")
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
         return node.value
     if isinstance(node, (ast.Tuple, ast.List)):
-        return tuple(_literal(e, src) for e in node.elts)
+        return tuple(_literal(e, src, depth + 1) for e in node.elts)
     if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
         return float(node.id)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _literal(node.operand, src)
+        v = _literal(node.operand, src, depth + 1)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return -v if isinstance(node.op, ast.USub) else v
-    raise ValueError(f"unsupported expression {ast.get_source_segment(src, node)!r} in "
+    raise ConfigError(f"unsupported expression {(ast.get_source_segment(src, node) or '')[:200]!r} in "
                      f"constructor string (only literals, tuples and inf are allowed)")
 
 
@@ -63,18 +70,28 @@ def parse_constructor_string(src: str) -> dict[str, Any]:
     """``AsymmetricMASt3R(k=v, ...)`` -> {k: v}, without evaluating anything.
 
     Raises:
-        ValueError: not a single call of a known constructor with literal keyword arguments.
+        ConfigError (a ValueError): not a string, too long or nested too deeply, or not a
+            single call of a known constructor with literal keyword arguments.
     """
+    if not isinstance(src, str):
+        raise ConfigError(f"constructor string: expected a str such as 'AsymmetricMASt3R(enc_depth=24, "
+                          f"...)', got {type(src).__name__}")
+    if len(src) > MAX_CONSTRUCTOR_CHARS:
+        raise ConfigError(f"constructor string has {len(src):,} characters; expected at most "
+                          f"{MAX_CONSTRUCTOR_CHARS:,} (the official one has about 600)")
+    short = src if len(src) <= 300 else src[:300] + "..."
     try:
         tree = ast.parse(src.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ValueError(f"constructor string is not valid Python syntax: {exc.msg}: {src!r}") from None
+        raise ConfigError(f"constructor string is not valid Python syntax: {exc.msg}: {short!r}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ConfigError(f"constructor string is nested too deeply or malformed: {short!r}") from None
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
             and call.func.id in CONSTRUCTOR_NAMES):
-        raise ValueError(f"constructor string must be a call of {CONSTRUCTOR_NAMES}, got {src!r}")
+        raise ConfigError(f"constructor string must be a call of {CONSTRUCTOR_NAMES}, got {short!r}")
     if call.args or any(kw.arg is None for kw in call.keywords):
-        raise ValueError(f"constructor string must use keyword arguments only: {src!r}")
+        raise ConfigError(f"constructor string must use keyword arguments only: {short!r}")
     return {kw.arg: _literal(kw.value, src) for kw in call.keywords}
 
 
@@ -119,43 +136,55 @@ def config_from_constructor_kwargs(kwargs: Mapping[str, Any],
     Raises:
         ValueError: unknown keyword, unsupported mode, or a missing dimension.
     """
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(f"constructor arguments: expected a mapping, got {type(kwargs).__name__}")
+    if head_overrides is not None and not isinstance(head_overrides, Mapping):
+        raise ConfigError(f"head overrides: expected a mapping of {list(HEAD_OVERRIDE_KEYS)}, got "
+                          f"{type(head_overrides).__name__}")
     kw = {k: _as_float(v) for k, v in kwargs.items()}
     known = set(_FIXED_KWARGS) | set(_MODES) | set(_IGNORED_KWARGS) | set(_DIM_KWARGS) | {
         "pos_embed", "patch_size", "mlp_ratio", "layernorm_eps"}
     unknown = sorted(set(kw) - known)
     if unknown:
-        raise ValueError(f"unsupported constructor argument(s) {unknown}; supported: {sorted(known)}")
+        raise ConfigError(f"unsupported constructor argument(s) {unknown}; supported: {sorted(known)}")
     for key, allowed in _FIXED_KWARGS.items():
         if key in kw and kw[key] not in allowed:
-            raise ValueError(f"unsupported {key}={kw[key]!r}; this implementation supports {allowed}")
+            raise ConfigError(f"unsupported {key}={kw[key]!r}; this implementation supports {allowed}")
     for key, expected in _MODES.items():
         if key in kw and _mode(kw[key]) != expected:
-            raise ValueError(f"unsupported {key}={kw[key]!r}; expected {expected}")
+            raise ConfigError(f"unsupported {key}={kw[key]!r}; expected {expected}")
     if kw.get("patch_embed_cls", _PATCH_EMBEDS[0]) not in _PATCH_EMBEDS:
-        raise ValueError(f"unsupported patch_embed_cls={kw['patch_embed_cls']!r}; expected one of {_PATCH_EMBEDS}")
+        raise ConfigError(f"unsupported patch_embed_cls={kw['patch_embed_cls']!r}; expected one of {_PATCH_EMBEDS}")
     missing = [k for k in _DIM_KWARGS if k not in kw]
     if missing:
-        raise ValueError(f"constructor arguments lack {missing}; cannot size the network")
-    values: dict[str, Any] = {k: int(kw[k]) for k in _DIM_KWARGS}
-    pos = str(kw.get("pos_embed", "RoPE100"))
-    m = re.fullmatch(r"RoPE(\d+(?:\.\d+)?)", pos)
+        raise ConfigError(f"constructor arguments lack {missing}; cannot size the network")
+    values: dict[str, Any] = {k: kw[k] for k in _DIM_KWARGS}  # types checked by Mast3rConfig
+    pos = kw.get("pos_embed", "RoPE100")
+    m = re.fullmatch(r"RoPE(\d{1,7}(?:\.\d{1,6})?)", pos) if isinstance(pos, str) else None
     if not m:
-        raise ValueError(f"unsupported pos_embed={pos!r}; expected 'RoPE<base>' such as 'RoPE100'")
+        raise ConfigError(f"unsupported pos_embed={pos!r}; expected 'RoPE<base>' such as 'RoPE100' "
+                          "(base a number between 1 and 1e6)")
     values["rope_base"] = float(m.group(1))
     for key in ("patch_size", "mlp_ratio", "layernorm_eps"):
         if key in kw:
             values[key] = kw[key]
     for key, v in (head_overrides or {}).items():
         if key not in HEAD_OVERRIDE_KEYS:
-            raise ValueError(f"unknown head override {key!r}; valid: {list(HEAD_OVERRIDE_KEYS)}")
+            raise ConfigError(f"unknown head override {key!r}; valid: {list(HEAD_OVERRIDE_KEYS)}")
+        if key == "dpt_layer_dims" and not isinstance(v, (list, tuple)):
+            raise ConfigError(f"head override dpt_layer_dims: expected 4 integers, got {v!r}")
         values[key] = tuple(v) if key == "dpt_layer_dims" else v
     return Mast3rConfig.from_dict(values)
 
 
 def config_from_json(data: Mapping[str, Any]) -> Mast3rConfig:
     """A config.json: either ``Mast3rConfig`` fields or reference constructor kwargs (hub style)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"MASt3R config JSON: expected an object of fields, got {type(data).__name__}")
     data = dict(data)
     overrides = data.pop("fixture_head_overrides", None)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"fixture_head_overrides: expected an object, got {type(overrides).__name__}")
     if set(data) <= {f for f in Mast3rConfig().to_dict()}:
         return Mast3rConfig.from_dict({**data, **(overrides or {})})
     return config_from_constructor_kwargs(data, overrides)
@@ -170,7 +199,7 @@ def canonical_key(key: str) -> str:
 
 def _shape(sd: Mapping[str, torch.Tensor], key: str, path: str) -> tuple[int, ...]:
     if key not in sd:
-        raise RuntimeError(f"{path}: missing key {key!r}; is this a MASt3R catmlp+dpt checkpoint?")
+        raise CheckpointError(f"{path}: missing key {key!r}; is this a MASt3R catmlp+dpt checkpoint?")
     return tuple(sd[key].shape)
 
 
@@ -199,7 +228,7 @@ def config_from_shapes(sd: Mapping[str, torch.Tensor], path: str = "<state dict>
     depth = lambda prefix: len({k.split(".")[1] for k in sd if k.startswith(prefix)})  # noqa: E731
     for dim in (enc_dim, dec_dim):
         if dim % 64:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{path}: cannot infer the number of attention heads for width {dim} from tensor "
                 "shapes (64-wide heads assumed); add a config.json beside the file")
     mlp_hidden = _shape(sd, "enc_blocks.0.mlp.fc1.weight", path)[0]
@@ -229,16 +258,58 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with only ``argparse.Namespace`` allowed."""
+MAX_CHECKPOINT_BYTES = 16 << 30  # decompressed size of all records of a .pth (ViT-L: 2.7 GB)
+
+
+def check_zip_records(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> bool:
+    """Verify a torch zip archive before loading it: every record's size and CRC.
+
+    Memory-mapped loading reads record bytes straight from their offsets, so a compressed
+    record would silently become garbage weights and a short one would read past its end;
+    this finds both first.
+
+    Returns:
+        True when every record is stored uncompressed (memory mapping is safe), False for
+        a legacy (non-zip) file or an archive with compressed records (load without mmap).
+
+    Raises:
+        CheckpointError: a record's data or CRC is wrong, a record lies outside the file,
+            or the records decompress to more than ``max_bytes``.
+    """
+    if not zipfile.is_zipfile(path):
+        return False
+    size = path.stat().st_size
     try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise CheckpointError(f"{path}: records decompress to {total / 2**30:.1f} GiB; the "
+                                      f"ceiling is {max_bytes / 2**30:.0f} GiB (MAX_CHECKPOINT_BYTES)")
+            for i in infos:
+                if i.header_offset + 30 + len(i.filename) + i.compress_size > size:
+                    raise CheckpointError(f"{path}: record {i.filename!r} ends past the end of the "
+                                          f"file ({size:,} bytes); the file is truncated")
+            bad = zf.testzip()  # reads every record and checks its CRC-32
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated zip): "
+                              f"{exc}") from None
+    except (OSError, EOFError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: cannot read the zip records ({type(exc).__name__}: {exc}); "
+                              "the file is corrupt or uses an unsupported compression") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: record {bad!r} fails its CRC-32 check; the file is corrupt "
+                              "(re-download it)")
+    return all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with only ``argparse.Namespace`` allowed; memory
+    mapped only when every zip record is a verified, uncompressed one."""
+    try:
+        mmap = check_zip_records(path)
         with torch.serialization.safe_globals([argparse.Namespace]):
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
-                if "mmap" not in str(exc).lower() and "zip" not in str(exc).lower():
-                    raise
-                return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
@@ -247,15 +318,70 @@ def _torch_load(path: Path) -> Any:
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", msg)
             what = (f"needs global {glob.group(1)}, which is not allowed" if glob else
                     f"uses something a weights-only load refuses ({detail.group(1).strip() if detail else first})")
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{path}: refusing to load: the pickle {what}; only tensors, plain containers and "
                 "argparse.Namespace are allowed, and nothing from the file was executed") from None
-        raise RuntimeError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): {first}") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): {first}") from None
     except (EOFError, zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, FileNotFoundError):
+        if isinstance(exc, (FileNotFoundError, CheckpointError)):
             raise
-        raise RuntimeError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): "
+        if isinstance(exc, RecursionError):
+            raise CheckpointError(f"{path}: the pickle nests containers too deeply to read; not a "
+                                  "MASt3R checkpoint") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): "
                            f"{type(exc).__name__}: {exc}") from None
+
+
+def check_tensors(sd: Mapping[str, Any], path: str) -> None:
+    """Every entry is a finite, dense, floating-point CPU tensor with data (not meta, sparse
+    or quantized); the error names the tensor, what was expected and what arrived.
+
+    Raises:
+        CheckpointError: a tensor of the wrong kind. NonFiniteError: NaN / inf weights.
+    """
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: state-dict key {k!r} is a {type(k).__name__}, expected str")
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: {k!r} is a {type(v).__name__}, expected a tensor")
+        if v.is_meta or v.device.type != "cpu":
+            raise CheckpointError(f"{path}: tensor {k!r} has no data (device {v.device}); expected "
+                                  "weights saved from a real model, not a meta/empty one")
+        if v.layout != torch.strided or v.is_quantized:
+            raise CheckpointError(f"{path}: tensor {k!r} is {v.layout}{' quantized' if v.is_quantized else ''}; "
+                                  "expected an ordinary dense (strided) tensor")
+        if not v.is_floating_point():
+            raise CheckpointError(f"{path}: tensor {k!r} has dtype {v.dtype}; expected floating point weights")
+        if v.numel() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise NonFiniteError(f"{path}: tensor {k!r} {tuple(v.shape)} has {n} non-finite value(s) "
+                                 "(NaN/inf); the weights are corrupt")
+
+
+def _count_blocks(sd: Mapping[str, Any], prefix: str) -> int:
+    """1 + the largest block index of ``prefix.N.*`` keys (0 when there are none)."""
+    idx = [k[len(prefix):].split(".", 1)[0] for k in sd if k.startswith(prefix)]
+    nums = [int(i) for i in idx if i.isdigit() and len(i) < 6]
+    return max(nums) + 1 if nums else 0
+
+
+def check_config_against_state_dict(cfg: Mast3rConfig, sd: Mapping[str, Any], path: str) -> None:
+    """Compare depths and widths of ``cfg`` with the state-dict keys, before anything is
+    built: a config deeper or wider than the weights is refused.
+
+    Raises:
+        CheckpointError: naming the field, the config's value and what the file holds.
+    """
+    found = {"enc_depth": _count_blocks(sd, "enc_blocks."), "dec_depth": _count_blocks(sd, "dec_blocks.")}
+    for key, dim in (("patch_embed.proj.weight", "enc_embed_dim"), ("decoder_embed.weight", "dec_embed_dim")):
+        if key in sd and getattr(sd[key], "ndim", 0) >= 1:
+            found[dim] = int(sd[key].shape[0])
+    # A config larger than the weights would build (allocate) more than the file holds: refuse
+    # now. A smaller one builds a small network; the strict key check then names every key.
+    for name, n in found.items():
+        if n and getattr(cfg, name) > n:
+            raise CheckpointError(f"{path}: config {name}={getattr(cfg, name)} but the weights hold "
+                                  f"{n}; the configuration does not describe this file")
 
 
 def _split_aliases(sd: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
@@ -267,7 +393,7 @@ def _split_aliases(sd: Mapping[str, torch.Tensor], path: str) -> dict[str, torch
             if canon not in out:
                 out[canon] = v
             elif out[canon].shape != v.shape or not torch.equal(out[canon], v):
-                raise RuntimeError(f"{path}: alias {k!r} differs from {canon!r}; the file is inconsistent")
+                raise CheckpointError(f"{path}: alias {k!r} differs from {canon!r}; the file is inconsistent")
     return out
 
 
@@ -279,28 +405,29 @@ def _read_pth(path: Path, config: Mast3rConfig | None) -> Checkpoint:
         extra = {k: v for k, v in obj.items() if k in ("epoch", "best_so_far")}
         if args is not None:
             if not isinstance(args, argparse.Namespace):
-                raise RuntimeError(f"{path}: 'args' is a {type(args).__name__}, expected argparse.Namespace")
+                raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, expected argparse.Namespace")
             constructor = getattr(args, "model", None)
             overrides = getattr(args, "fixture_head_overrides", None)
     elif isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = obj  # a bare state dict
     else:
-        raise RuntimeError(f"{path}: expected a dict with a 'model' state dict (official container) "
+        raise CheckpointError(f"{path}: expected a dict with a 'model' state dict (official container) "
                            f"or a bare state dict, got {type(obj).__name__}")
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise RuntimeError(f"{path}: 'model' is not a state dict of tensors")
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+    check_tensors(sd, str(path))
     sd = _split_aliases(sd, str(path))
     if config is None:
         if constructor is not None:
             if not isinstance(constructor, str):
-                raise RuntimeError(f"{path}: args.model is not a string")
+                raise CheckpointError(f"{path}: args.model is not a string")
             try:
                 kwargs = parse_constructor_string(constructor)
                 if overrides is None:
                     overrides = head_constants_from_shapes(sd, str(path))
                 config = config_from_constructor_kwargs(kwargs, overrides)
             except ValueError as exc:
-                raise RuntimeError(f"{path}: args.model: {exc}") from None
+                raise CheckpointError(f"{path}: args.model: {exc}") from None
         else:
             config = config_from_shapes(sd, str(path))
     return Checkpoint(config, dict(sd), str(path), constructor, extra)
@@ -316,7 +443,8 @@ def _read_safetensors(path: Path, config: Mast3rConfig | None) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise RuntimeError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from None
+    check_tensors(sd, str(path))
     sd = _split_aliases(sd, str(path))
     if config is None:
         config = _safetensors_config(path, metadata, sd)
@@ -338,8 +466,10 @@ def _safetensors_config(path: Path, metadata: Mapping[str, str],
                 data = {**data, "fixture_head_overrides": head_constants_from_shapes(sd, str(path))}
             logger.info("config of %s from %s", path, where)
             return config_from_json(data)
-        except (ValueError, TypeError) as exc:
-            raise RuntimeError(f"{where}: invalid MASt3R config: {exc}") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = "JSON nested too deeply"  # type: ignore[assignment]
+            raise CheckpointError(f"{where}: invalid MASt3R config: {exc}") from None
     logger.warning("%s: no config found beside it; inferring the architecture from tensor shapes", path)
     return config_from_shapes(sd, str(path))
 
@@ -356,6 +486,10 @@ def read_checkpoint(path: str | Path, config: Mast3rConfig | None = None) -> Che
         RuntimeError: unreadable, unsafe, or not a MASt3R checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        import errno
+
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a checkpoint file", str(path))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix != ".safetensors" and path.suffix not in (".pth", ".pt", ".ckpt", ".bin"):
@@ -388,11 +522,11 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], model: Mast3rNet, path: str
     if wrong:
         problems.append(f"{len(wrong)} shape mismatch(es), first: {wrong[:5]}")
     if problems:
-        raise RuntimeError(f"{path}: checkpoint does not fit the MASt3R config "
+        raise CheckpointError(f"{path}: checkpoint does not fit the MASt3R config "
                            f"({model.cfg}): " + "; ".join(problems))
     bad = [k for k, v in sd.items() if not v.is_floating_point()]
     if bad:
-        raise RuntimeError(f"{path}: non-floating-point tensors {bad[:5]}")
+        raise CheckpointError(f"{path}: non-floating-point tensors {bad[:5]}")
 
 
 def _with_aliases(sd: Mapping[str, torch.Tensor], model: Mast3rNet) -> dict[str, torch.Tensor]:
@@ -410,6 +544,7 @@ def build_model(ckpt: Checkpoint, device: torch.device | str | None = None) -> M
         logger.warning("%s: no dec_blocks2.*; using dec_blocks.* for both decoders", ckpt.path)
         ckpt.state_dict.update({"dec_blocks2." + k[len("dec_blocks."):]: v
                                 for k, v in list(ckpt.state_dict.items()) if k.startswith("dec_blocks.")})
+    check_config_against_state_dict(ckpt.config, ckpt.state_dict, ckpt.path)
     with torch.device("meta"):
         model = Mast3rNet(ckpt.config)
     check_state_dict(ckpt.state_dict, model, ckpt.path)

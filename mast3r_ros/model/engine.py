@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mast3r_ros.limits import check_network_input
+
 from .checkpoint import load_model
 from .network import PATCH_SIZE, Mast3rNet, Mast3rViewOutput, postprocess
 from .preprocess import preprocess_image
@@ -92,8 +94,12 @@ class Mast3rEngine:
                  dtype: str | torch.dtype = torch.float32, tf32: bool = False, size: int = 512,
                  square_ok: bool = False, resize: bool = True, max_batch: int = 8,
                  compile: bool | str = False) -> None:
+        from mast3r_ros.limits import MAX_NETWORK_SIDE
+
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= MAX_NETWORK_SIDE:
+            raise ValueError(f"size (network long side) must be an int in [16, {MAX_NETWORK_SIDE}], got {size!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         if self.device.type == "cpu" and self.dtype != torch.float32:
@@ -166,6 +172,7 @@ class Mast3rEngine:
             H, W = img.shape[-2:]
             if H % PATCH_SIZE or W % PATCH_SIZE:
                 raise ValueError(f"image size {H}x{W} (HxW) is not a multiple of {PATCH_SIZE}")
+            check_network_input(H, W)
             groups[(H, W)].append(i)
         out: list[EncodedView | None] = [None] * len(imgs)
         for (H, W), idx in groups.items():
@@ -219,13 +226,30 @@ class Mast3rEngine:
         # tensors cannot be modified in place or saved for backward (e.g. by a pose
         # optimiser that treats the pointmaps as constants).
         with torch.no_grad():
-            return postprocess(raw1), postprocess(raw2)
+            out1, out2 = postprocess(raw1), postprocess(raw2)
+        _warn_non_finite(out1, out2)
+        return out1, out2
 
     # -- convenience ------------------------------------------------------------------
     def predict(self, image1: np.ndarray, image2: np.ndarray) -> PairPrediction:
         """Encode two (H, W, 3) uint8 RGB images and decode the ordered pair."""
         v1, v2 = self.encode_batch([image1, image2])
         return self.decode(v1, v2)
+
+
+def _warn_non_finite(*outs: Mast3rViewOutput) -> None:
+    """A loud warning when the network produced NaN / inf (corrupt weights, fp16 overflow):
+    library callers get the arrays and the warning; the CLI refuses them."""
+    bad = {}
+    for v, out in enumerate(outs, 1):
+        for name in ("pts3d", "conf", "desc", "desc_conf"):
+            t = getattr(out, name)
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad[f"view{v}.{name}"] = n
+    if bad:
+        logger.warning("NETWORK OUTPUT IS NOT FINITE: NaN/inf counts %s; results from this pair are "
+                       "garbage (corrupt weights? float16 overflow?)", bad)
 
 
 def _view(out: Mast3rViewOutput, j: int, transform: ImageTransform) -> ViewPrediction:

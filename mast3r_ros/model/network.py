@@ -30,6 +30,57 @@ PATCH_SIZE = 16  # the DPT head assumes 16 whatever the trunk
 
 
 # ----------------------------------------------------------------------------- config
+# Ceilings of the architecture (the official ViT-L is 1024 wide, 24 deep, 16 heads): a file or
+# a constructor string cannot make us build (or allocate) a network beyond these.
+CONFIG_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "enc_embed_dim": (4, 4096), "enc_depth": (1, 128), "enc_num_heads": (1, 128),
+    "dec_embed_dim": (4, 4096), "dec_depth": (1, 128), "dec_num_heads": (1, 128),
+    "patch_size": (1, 64), "dpt_feature_dim": (2, 4096), "dpt_last_dim": (1, 4096),
+}
+CONFIG_FLOAT_BOUNDS: dict[str, tuple[float, float]] = {  # open below, closed above
+    "rope_base": (1.0, 1e6), "mlp_ratio": (0.0, 16.0), "layernorm_eps": (0.0, 0.1),
+    "desc_mlp_hidden_dim_factor": (0.0, 64.0),
+}
+
+
+def _validate_config_fields(cfg: Any) -> None:
+    """Types (an int is an int: no bools, no 2.9 -> 2) and ranges of every field."""
+    import math
+    import numbers
+
+    from mast3r_ros.errors import ConfigError
+
+    def bad(name: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"Mast3rConfig.{name}: expected {expected}, got {value!r} "
+                           f"({type(value).__name__})", argument=f"config.{name}")
+
+    for name, (lo, hi) in CONFIG_INT_BOUNDS.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise bad(name, f"an integer in [{lo}, {hi}]", v)
+        if not lo <= int(v) <= hi:
+            raise bad(name, f"an integer in [{lo}, {hi}]", v)
+        object.__setattr__(cfg, name, int(v))
+    for name, (lo, hi) in CONFIG_FLOAT_BOUNDS.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise bad(name, f"a finite number in ({lo:g}, {hi:g}]", v)
+        if not lo < float(v) <= hi:
+            why = " (a factor <= 0 gives an empty descriptor MLP)" if name == "desc_mlp_hidden_dim_factor" else ""
+            raise bad(name, f"a finite number in ({lo:g}, {hi:g}]{why}", v)
+        object.__setattr__(cfg, name, float(v))
+    dims = cfg.dpt_layer_dims
+    if (not isinstance(dims, (tuple, list)) or len(dims) != 4
+            or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 1 <= int(d) <= 4096
+                   for d in dims)):
+        raise bad("dpt_layer_dims", "4 entries, integers in [1, 4096]", dims)
+    object.__setattr__(cfg, "dpt_layer_dims", tuple(int(d) for d in dims))
+    for name in ("enc", "dec"):
+        dim = getattr(cfg, f"{name}_embed_dim")
+        if int(cfg.mlp_ratio * dim) < 1:
+            raise bad("mlp_ratio", f"a ratio giving at least 1 hidden unit for width {dim}", cfg.mlp_ratio)
+
+
 @dataclass(frozen=True)
 class Mast3rConfig:
     """Architecture of the network. Defaults = the official
@@ -51,25 +102,25 @@ class Mast3rConfig:
     desc_mlp_hidden_dim_factor: float = 4.0  # desc MLP hidden = int(f * (enc + dec width))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dpt_layer_dims", tuple(int(d) for d in self.dpt_layer_dims))
-        if len(self.dpt_layer_dims) != 4:
-            raise ValueError(f"dpt_layer_dims needs 4 entries, got {self.dpt_layer_dims}")
+        from mast3r_ros.errors import ConfigError
+
+        _validate_config_fields(self)
         if self.patch_size != PATCH_SIZE:
-            raise ValueError(f"patch_size must be {PATCH_SIZE} (the DPT head assumes it), "
+            raise ConfigError(f"patch_size must be {PATCH_SIZE} (the DPT head assumes it), "
                              f"got {self.patch_size}")
         for name in ("enc", "dec"):
             dim, heads = getattr(self, f"{name}_embed_dim"), getattr(self, f"{name}_num_heads")
             if heads <= 0 or dim % heads or (dim // heads) % 4:
-                raise ValueError(
+                raise ConfigError(
                     f"{name}_embed_dim {dim} / {name}_num_heads {heads} must give an integer "
                     "head dim divisible by 4 (2D RoPE rotates pairs in a y half and an x half)")
         for name in ("enc_depth", "dec_depth", "dpt_feature_dim", "dpt_last_dim"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dpt_feature_dim % 2:
-            raise ValueError(f"dpt_feature_dim must be even, got {self.dpt_feature_dim}")
+            raise ConfigError(f"dpt_feature_dim must be even, got {self.dpt_feature_dim}")
         if self.desc_mlp_hidden_dim < 1:
-            raise ValueError("desc_mlp_hidden_dim_factor gives an empty descriptor MLP")
+            raise ConfigError("desc_mlp_hidden_dim_factor gives an empty descriptor MLP")
 
     @property
     def desc_mlp_hidden_dim(self) -> int:

@@ -25,6 +25,13 @@ def _check_size(orig_h: int, orig_w: int, size: int) -> None:
         raise ValueError(f"image size must be positive, got {orig_h}x{orig_w} (HxW)")
     if size < PATCH:
         raise ValueError(f"size must be >= {PATCH}, got {size}")
+    from mast3r_ros.limits import MAX_NETWORK_SIDE, check_image_pixels
+
+    if size > MAX_NETWORK_SIDE:
+        from mast3r_ros.errors import LimitError
+
+        raise LimitError(f"size (network long side) {size} exceeds the ceiling of {MAX_NETWORK_SIDE} pixels")
+    check_image_pixels(orig_h, orig_w)
 
 
 def compute_transform(orig_h: int, orig_w: int, size: int = 512,
@@ -128,6 +135,9 @@ def preprocess_image(image: np.ndarray, size: int = 512, square_ok: bool = False
     H, W = image.shape[:2]
     if not resize:
         check_network_size(H, W)
+        from mast3r_ros.limits import check_network_input
+
+        check_network_input(H, W, "image fed without resizing")
         return normalize_image(image), ImageTransform.identity(H, W)
     transform = compute_transform(H, W, size=size, square_ok=square_ok)
     return normalize_image(resize_and_crop(image, transform)), transform

@@ -14,6 +14,8 @@ from geometry_msgs.msg import Pose, PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 
 from mast3r_ros import image_codec
+from mast3r_ros.errors import InputError
+from mast3r_ros.geometry.distortion import Undistorter, is_distorted
 from mast3r_ros.geometry.intrinsics import check_K
 from mast3r_ros.geometry.transforms import T_to_pose, pose_to_T
 
@@ -49,19 +51,52 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     return msg
 
 
-def camera_info_to_K(msg: CameraInfo | None) -> np.ndarray | None:
+def camera_info_to_K(msg: CameraInfo | None, *, allow_distortion: bool = False) -> np.ndarray | None:
     """3x3 intrinsics from ``CameraInfo``, or None when unknown (absent or all-zero K).
+
+    A camera with non-zero distortion coefficients is refused unless ``allow_distortion``
+    (then the caller undistorts the images, e.g. with ``camera_info_undistorter``): its
+    images are not pinhole images, and treating them as such would be silently wrong.
 
     Raises:
         ValueError: K has NaN/inf, a non-positive focal length, or a malformed last row
-            (checked by ``mast3r_ros.geometry.check_K``).
+            (checked by ``mast3r_ros.geometry.check_K``); or the camera has distortion.
     """
     if msg is None:
         return None
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.any(K):
         return None
-    return check_K(K, "camera_info.k")
+    K = check_K(K, "camera_info.k")
+    if not allow_distortion and is_distorted(msg.d):
+        raise InputError(
+            f"camera_info has distortion_model {msg.distortion_model!r} with non-zero coefficients "
+            f"d={list(np.round(np.asarray(msg.d, dtype=np.float64), 6))}; expected a rectified (pinhole) "
+            "camera: undistort with camera_info_undistorter() or publish rectified images (image_proc)")
+    return K
+
+
+def camera_info_undistorter(msg: CameraInfo | None) -> Undistorter | None:
+    """An ``Undistorter`` (OpenCV maps, built once per image size) for a distorted camera, or
+    None when there is nothing to undo (no message, zero K or zero distortion).
+
+    Raises:
+        ValueError: unknown distortion model with non-zero coefficients, a wrong number of
+            coefficients, or a bad K.
+    """
+    if msg is None or not np.any(np.asarray(msg.k, dtype=np.float64)):
+        return None
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    return Undistorter.create(K, msg.distortion_model, np.asarray(msg.d, dtype=np.float64))
+
+
+def undistorted_rgb_and_K(image: Image, info: CameraInfo | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3) uint8 RGB of ``image`` undistorted with ``info`` (when it has distortion),
+    and K (None when unknown). Builds the maps per call: nodes keep an ``Undistorter``."""
+    rgb = image_to_rgb(image)
+    und = camera_info_undistorter(info)
+    K = camera_info_to_K(info, allow_distortion=True)
+    return (und(rgb) if und is not None else rgb), K
 
 
 def K_to_camera_info(K: np.ndarray, width: int, height: int, header=None) -> CameraInfo:
@@ -112,5 +147,10 @@ def pose_with_covariance(T: np.ndarray, covariance: np.ndarray | None, header=No
     cov = np.zeros((6, 6)) if covariance is None else np.asarray(covariance, dtype=np.float64)
     if cov.shape != (6, 6):
         raise ValueError(f"covariance must be 6x6, got {cov.shape}")
+    if not np.all(np.isfinite(cov)):
+        raise InputError(f"covariance has {int((~np.isfinite(cov)).sum())} non-finite entries (NaN/inf); "
+                         "expected a finite symmetric 6x6 matrix (publish -1 in [0] when unknown)")
+    if not np.allclose(cov, cov.T, rtol=1e-6, atol=1e-12):
+        raise InputError("covariance is not symmetric; expected a symmetric 6x6 matrix")
     msg.pose.covariance = cov.ravel().tolist()
     return msg

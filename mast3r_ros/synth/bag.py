@@ -185,16 +185,45 @@ def _stamp_ns(header) -> int:
     return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
 
 
-def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticSequence:
-    """Load a bag (ours, or any with colour/mono 8-bit images and camera info) into frames.
+def _check_topic_types(bag_dir: Path, by_topic: dict, topics: BagTopics) -> None:
+    """Each topic we read must carry the message type we expect (named in the error)."""
+    from mast3r_ros.errors import InputError
 
-    Images, camera info, depth and ground-truth poses are joined by header stamp; depth
-    and poses are None when the bag lacks those topics. Pose comes from ``topics.pose``,
-    else from ``/tf`` (``map_frame -> camera_frame``).
+    for key, msgtype in _TYPES.items():
+        conn = by_topic.get(getattr(topics, key))
+        if conn is not None and conn.msgtype != msgtype:
+            raise InputError(f"bag {bag_dir}: topic {conn.topic} carries {conn.msgtype}; expected "
+                             f"{msgtype}")
+
+
+def _camera(bag_dir: Path, msg, stamp: int):
+    """(K, undistorter or None) of a CameraInfo message, K checked with ``check_K``."""
+    from mast3r_ros.geometry.distortion import Undistorter
+    from mast3r_ros.geometry.intrinsics import check_K
+
+    try:
+        K = check_K(np.asarray(msg.k, dtype=np.float64).reshape(3, 3), "camera_info.k")
+        und = Undistorter.create(K, msg.distortion_model, np.asarray(msg.d, dtype=np.float64))
+    except ValueError as exc:
+        raise type(exc)(f"bag {bag_dir}: camera info at stamp {stamp} ns: {exc}") from None
+    return K, und
+
+
+def iter_bag(bag_dir: str | Path, topics: BagTopics = BagTopics(), *, max_pending: int = 64):
+    """Stream the frames of a bag (see ``read_bag``) without holding the sequence.
+
+    Messages are joined by header stamp; a frame is yielded once its image, camera info and
+    the depth / pose messages the bag has are in, or when more than ``max_pending`` stamps
+    wait (oldest first, with what arrived). Images of a camera with distortion are
+    undistorted (OpenCV, ``geometry.distortion``) and keep ``K``.
+
+    Yields:
+        ``SyntheticFrame`` in stamp order of completion (index counts from 0).
 
     Raises:
-        FileNotFoundError: no bag at ``bag_dir``; ValueError: no image or camera info topic,
-            or an image without camera info at its stamp.
+        FileNotFoundError: no bag. ValueError (``InputError``): a missing image or camera-info
+            topic, a topic of the wrong message type, a bad K or distortion, an image without
+            camera info at its stamp, an unsupported encoding.
     """
     from rosbags.rosbag2 import Reader
 
@@ -202,54 +231,140 @@ def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics()) -> SyntheticS
     if not (bag_dir / "metadata.yaml").is_file():
         raise FileNotFoundError(f"no rosbag2 at {bag_dir} (metadata.yaml missing)")
     ts = _typestore()
-    images: dict[int, np.ndarray] = {}
-    infos: dict[int, np.ndarray] = {}
-    depths: dict[int, np.ndarray] = {}
-    poses: dict[int, np.ndarray] = {}
-    tf_poses: dict[int, np.ndarray] = {}
-    meta: dict = {}
+    cams: dict[tuple, tuple] = {}
     with Reader(bag_dir) as reader:
         by_topic = {c.topic: c for c in reader.connections}
         for need in (topics.image, topics.camera_info):
             if need not in by_topic:
                 raise ValueError(f"bag {bag_dir} has no topic {need}; it has {sorted(by_topic)}")
+        _check_topic_types(bag_dir, by_topic, topics)
+        use_pose = topics.pose in by_topic
+        need = {"image", "info"} | ({"depth"} if topics.depth in by_topic else set()) | (
+            {"pose"} if use_pose or topics.tf in by_topic else set())
         wanted = [c for c in reader.connections
                   if c.topic in {topics.image, topics.camera_info, topics.depth, topics.pose,
                                  topics.tf, topics.info}]
+        pending: dict[int, dict] = {}
+        index = 0
+
+        def make(stamp: int, parts: dict):
+            nonlocal index
+            if "info" not in parts:
+                raise ValueError(f"image at stamp {stamp} ns has no camera info with the same stamp")
+            K, und = parts["info"]
+            rgb = parts["image"] if und is None else und(parts["image"])
+            frame = SyntheticFrame(index, stamp, rgb, K, parts.get("depth"), parts.get("pose"))
+            index += 1
+            return frame
+
+        def ready():
+            while pending:
+                done = [s for s, p in pending.items() if need <= p.keys()]
+                if done:
+                    s = min(done)
+                elif len(pending) > max_pending:
+                    s = min(pending)
+                    if "image" not in pending[s]:
+                        pending.pop(s)  # camera info / pose without an image: nothing to yield
+                        continue
+                else:
+                    return
+                yield make(s, pending.pop(s))
+
         for conn, _, raw in reader.messages(connections=wanted):
             msg = ts.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == topics.info:
-                meta = json.loads(msg.data)
-            elif conn.topic == topics.image:
-                arr = image_codec.decode(msg.data, msg.height, msg.width, msg.step,
-                                         msg.encoding, bool(msg.is_bigendian))
-                images[_stamp_ns(msg.header)] = image_codec.to_rgb(arr, msg.encoding)
-            elif conn.topic == topics.camera_info:
-                infos[_stamp_ns(msg.header)] = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-            elif conn.topic == topics.depth:
-                if msg.encoding != "32FC1":
-                    raise ValueError(f"depth encoding {msg.encoding!r} not supported (32FC1 only)")
-                depths[_stamp_ns(msg.header)] = image_codec.decode(
-                    msg.data, msg.height, msg.width, msg.step, "32FC1", bool(msg.is_bigendian))
-            elif conn.topic == topics.pose:
-                p, q = msg.pose.position, msg.pose.orientation
-                poses[_stamp_ns(msg.header)] = pose_to_T([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
-            else:
+                continue
+            if conn.topic == topics.tf:
+                if use_pose:
+                    continue
                 for tf in msg.transforms:
                     if (tf.header.frame_id == topics.map_frame
                             and tf.child_frame_id == topics.camera_frame):
                         t, q = tf.transform.translation, tf.transform.rotation
-                        tf_poses[_stamp_ns(tf.header)] = pose_to_T([t.x, t.y, t.z],
-                                                                  [q.x, q.y, q.z, q.w])
-    poses = poses or tf_poses
-    frames = []
-    for i, stamp in enumerate(sorted(images)):
-        if stamp not in infos:
-            raise ValueError(f"image at stamp {stamp} ns has no camera info with the same stamp")
-        frames.append(SyntheticFrame(i, stamp, images[stamp], infos[stamp], depths.get(stamp),
-                                     poses.get(stamp)))
+                        pending.setdefault(_stamp_ns(tf.header), {})["pose"] = pose_to_T(
+                            [t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
+                yield from ready()
+                continue
+            stamp = _stamp_ns(msg.header)
+            slot = pending.setdefault(stamp, {})
+            if conn.topic == topics.image:
+                arr = image_codec.decode(msg.data, msg.height, msg.width, msg.step,
+                                         msg.encoding, bool(msg.is_bigendian))
+                slot["image"] = image_codec.to_rgb(arr, msg.encoding)
+            elif conn.topic == topics.camera_info:
+                key = (tuple(np.asarray(msg.k, dtype=np.float64)), msg.distortion_model,
+                       tuple(np.asarray(msg.d, dtype=np.float64)))
+                if key not in cams:
+                    cams[key] = _camera(bag_dir, msg, stamp)
+                slot["info"] = cams[key]
+            elif conn.topic == topics.depth:
+                if msg.encoding != "32FC1":
+                    raise ValueError(f"depth encoding {msg.encoding!r} not supported (32FC1 only)")
+                slot["depth"] = image_codec.decode(msg.data, msg.height, msg.width, msg.step,
+                                                   "32FC1", bool(msg.is_bigendian))
+            elif conn.topic == topics.pose:
+                p, q = msg.pose.position, msg.pose.orientation
+                slot["pose"] = pose_to_T([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
+            yield from ready()
+        for s in sorted(pending):
+            if "image" in pending[s]:
+                yield make(s, pending[s])
+
+
+def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics(), *,
+             max_bytes: int | None = None) -> SyntheticSequence:
+    """Load a bag (ours, or any with colour/mono 8-bit images and camera info) into frames.
+
+    Images, camera info, depth and ground-truth poses are joined by header stamp; depth
+    and poses are None when the bag lacks those topics. Pose comes from ``topics.pose``,
+    else from ``/tf`` (``map_frame -> camera_frame``). K is checked (``check_K``), topics
+    must carry the expected message types, distorted images are undistorted. The frames
+    held may not exceed ``max_bytes`` (default ``limits.MAX_BAG_BYTES``): stream long bags
+    with ``iter_bag`` instead.
+
+    Raises:
+        FileNotFoundError: no bag at ``bag_dir``; ValueError: see ``iter_bag``;
+        LimitError: the decoded frames exceed ``max_bytes``.
+    """
+    from mast3r_ros.errors import LimitError
+    from mast3r_ros.limits import MAX_BAG_BYTES
+
+    bag_dir = Path(bag_dir)
+    limit = MAX_BAG_BYTES if max_bytes is None else int(max_bytes)
+    frames, total = [], 0
+    for f in iter_bag(bag_dir, topics):
+        total += f.rgb.nbytes + (f.depth.nbytes if f.depth is not None else 0)
+        if total > limit:
+            raise LimitError(f"bag {bag_dir}: the decoded frames exceed {limit / 2**30:.2f} GiB after "
+                             f"{len(frames)} frames; read it with iter_bag() (streaming) or pass max_bytes")
+        frames.append(f)
+    frames.sort(key=lambda f: f.stamp_ns)
+    frames = [SyntheticFrame(i, f.stamp_ns, f.rgb, f.K, f.depth, f.T_world_cam)
+              for i, f in enumerate(frames)]
+    meta = _read_info(bag_dir, topics)
     log.info("read %d frames from %s", len(frames), bag_dir)
     return SyntheticSequence(tuple(frames), meta)
+
+
+def _read_info(bag_dir: Path, topics: BagTopics) -> dict:
+    """The ``/synth/info`` JSON settings of a bag ({} when absent or not a JSON object)."""
+    from rosbags.rosbag2 import Reader
+
+    ts = _typestore()
+    with Reader(bag_dir) as reader:
+        conns = [c for c in reader.connections if c.topic == topics.info
+                 and c.msgtype == _TYPES["info"]]
+        if not conns:  # rosbags reads every topic when given no connections
+            return {}
+        for conn, _, raw in reader.messages(connections=conns):
+            try:
+                meta = json.loads(ts.deserialize_cdr(raw, conn.msgtype).data)
+            except (ValueError, RecursionError):
+                log.warning("bag %s: %s is not JSON; ignored", bag_dir, topics.info)
+                return {}
+            return meta if isinstance(meta, dict) else {}
+    return {}
 
 
 def write_dataset(sequence: SyntheticSequence, out_dir: str | Path, *,

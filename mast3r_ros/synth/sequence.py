@@ -85,6 +85,56 @@ class SyntheticSequence:
         return np.stack([f.T_world_cam for f in self.frames])
 
 
+def _check_synth(cfg: "SynthConfig") -> None:
+    """Types, finite values and ceilings (``mast3r_ros.limits``) of a ``SynthConfig``."""
+    import math
+    import numbers
+
+    from mast3r_ros import limits
+    from mast3r_ros.errors import ConfigError, LimitError
+
+    for name in ("frames", "seed", "width", "height", "start_ns"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"SynthConfig.{name}: expected an integer, got {v!r} ({type(v).__name__})",
+                              argument=name)
+    for name in ("rate_hz", "hfov_deg"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ConfigError(f"SynthConfig.{name}: expected a finite number, got {v!r}", argument=name)
+    if cfg.frames < 2:
+        raise ValueError(f"frames must be >= 2, got {cfg.frames}")
+    if cfg.width < 16 or cfg.height < 16:
+        raise ValueError(f"image must be at least 16x16, got {cfg.width}x{cfg.height}")
+    if not cfg.rate_hz > 0:
+        raise ValueError(f"rate_hz must be > 0, got {cfg.rate_hz}")
+    if cfg.seed < 0 or cfg.seed >= 2**63:
+        raise ValueError(f"seed must be in [0, 2^63), got {cfg.seed}")
+    if not 1.0 <= cfg.hfov_deg <= 170.0:
+        raise ConfigError(f"hfov_deg must be in [1, 170] degrees (a pinhole camera), got {cfg.hfov_deg}",
+                          argument="hfov_deg")
+    if cfg.rate_hz > limits.MAX_SYNTH_RATE_HZ or cfg.rate_hz < 1e-3:
+        raise ConfigError(f"rate_hz must be in [0.001, {limits.MAX_SYNTH_RATE_HZ:g}] Hz, got {cfg.rate_hz}",
+                          argument="rate_hz")
+    if not 0 <= cfg.start_ns < 2**62:
+        raise ConfigError(f"start_ns must be in [0, 2^62), got {cfg.start_ns}", argument="start_ns")
+    if max(cfg.width, cfg.height) > limits.MAX_SYNTH_SIDE:
+        raise LimitError(f"synthetic images of {cfg.width}x{cfg.height} exceed the ceiling of "
+                         f"{limits.MAX_SYNTH_SIDE} pixels a side", argument="width/height")
+    if cfg.frames > limits.MAX_SYNTH_FRAMES:
+        raise LimitError(f"frames {cfg.frames} exceeds the ceiling of {limits.MAX_SYNTH_FRAMES}",
+                         argument="frames")
+    nbytes = cfg.frames * cfg.width * cfg.height * 7  # rgb uint8 + float32 depth per pixel
+    if nbytes > limits.MAX_SYNTH_BYTES:
+        raise LimitError(f"{cfg.frames} frames of {cfg.width}x{cfg.height} need {nbytes / 2**30:.1f} GiB "
+                         f"in memory; the ceiling is {limits.MAX_SYNTH_BYTES / 2**30:.0f} GiB "
+                         "(fewer frames or smaller images)", argument="frames x width x height")
+    end = cfg.start_ns + (cfg.frames - 1) * 1e9 / cfg.rate_hz
+    if end >= 2**62:
+        raise ConfigError(f"the last stamp ({end:.3g} ns) overflows; use a higher rate or fewer frames",
+                          argument="rate_hz")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """What ``mast3r-ros synth`` renders."""
@@ -103,14 +153,7 @@ class SynthConfig:
         object.__setattr__(self, "scene", _parse_enum(SceneKind, self.scene, "scene kind"))
         object.__setattr__(self, "trajectory",
                            _parse_enum(TrajectoryKind, self.trajectory, "trajectory kind"))
-        if self.frames < 2:
-            raise ValueError(f"frames must be >= 2, got {self.frames}")
-        if self.width < 16 or self.height < 16:
-            raise ValueError(f"image must be at least 16x16, got {self.width}x{self.height}")
-        if not self.rate_hz > 0:
-            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        _check_synth(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SynthConfig":
