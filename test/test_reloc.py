@@ -249,3 +249,13 @@ def test_retrieval_over_200_references():
         te, re = _errors(res.T_map_cam, f.T_world_cam)
         assert te <= 0.25 and re <= 2.0, (te, re, res.message)
         assert res.timings_ms["retrieval"] > 0
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    assert RelocConfig.from_dict({"top_k": 2}).top_k == 2
+    with pytest.raises(ValueError, match="unknown RelocConfig key\\(s\\) \\['topk'\\]"):
+        RelocConfig.from_dict({"topk": 2})
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        RelocConfig(top_k=0)
+    with pytest.raises(ValueError, match="min_inlier_ratio must be in"):
+        RelocConfig(min_inlier_ratio=1.5)
