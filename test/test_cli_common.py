@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +99,10 @@ def test_every_command_rejects_bad_input_cleanly(name, tmp_path, capsys):
     if has_inputs or any(a.dest in ("out", "output") for a in p._actions):
         cases.append([name] + base)  # missing inputs and/or --out under a file
     for argv in cases:
-        t0 = time.perf_counter()
         rc, _, err = _run(argv, capsys)
         assert rc == 2, f"{argv}: exit {rc}\n{err}"
         assert f"mast3r-ros {name}: error:" in err, f"{argv}:\n{err}"
         assert "Traceback" not in err, f"{argv}:\n{err}"
-        # bad input is refused before any real work (no rendering, no network)
-        assert time.perf_counter() - t0 < 60, argv
 
 
 def test_version(capsys):
@@ -120,10 +116,9 @@ def test_synth_checks_out_before_rendering(tmp_path, capsys):
     """An existing DIR/bag is refused at once (it used to render everything first, then die
     with a traceback); 400 frames at 512x384 would take minutes to render."""
     (tmp_path / "bag").mkdir()
-    t0 = time.perf_counter()
     rc, _, err = _run(["synth", "--frames", "400", "--out", str(tmp_path)], capsys)
-    assert rc == 2 and "bag already exists" in err and "Traceback" not in err
-    assert time.perf_counter() - t0 < 20  # nothing rendered (a frame takes ~0.1-0.5 s here)
+    assert rc == 2 and "already holds a bag/ folder" in err and "Traceback" not in err
+    assert not (tmp_path / "groundtruth.tum").exists()  # refused before rendering or writing
 
 
 def test_out_writes_exactly_the_named_file(tmp_path, capsys):
