@@ -20,6 +20,7 @@ Names and defaults follow ``ROS_API.md`` (a contract: keep them). Validation liv
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,7 +48,9 @@ class EngineKind(Enum):
 
 
 class SimulatorProfile(Enum):
-    """Noise profile of the network-output simulator (issue 14)."""
+    """Noise profile of the network-output simulator (values of
+    ``mast3r_ros.synth.simulator.SimulatorProfile``; kept here so validating parameters does
+    not import torch)."""
 
     EXACT = "exact"
     REALISTIC = "realistic"
@@ -227,37 +230,27 @@ def read_common(node) -> NodeConfig:
 
 
 def simulator_config(cfg: NodeConfig):
-    """The ``SimulatorConfig`` for ``cfg``: its profile, then ``simulator_config`` JSON on top,
-    with ``size`` = ``image_size``. Raises ParameterError on a bad JSON file or key."""
-    from mast3r_ros.synth import simulator as sim
+    """The ``SimulatorConfig`` for ``cfg``: its profile, then the ``simulator_config`` JSON file
+    on top (``synth.simulator.simulator_config_from``), with ``size`` = ``image_size`` unless
+    the file sets it. Raises ParameterError on a bad file or key."""
+    from mast3r_ros.synth.simulator import SimulatorProfile as Profile
+    from mast3r_ros.synth.simulator import simulator_config_from
 
-    overrides: dict[str, Any] = {}
-    if cfg.simulator_config:
-        try:
-            overrides = json.loads(Path(cfg.simulator_config).read_text())
-        except (OSError, ValueError) as exc:
-            raise ParameterError(f"parameter 'simulator_config': cannot read JSON from "
-                                 f"{cfg.simulator_config!r}: {exc}") from None
-        if not isinstance(overrides, dict):
-            raise ParameterError(f"parameter 'simulator_config': {cfg.simulator_config!r} must hold a "
-                                 f"JSON object, got {type(overrides).__name__}")
-    overrides.setdefault("size", cfg.image_size)
-    profile = getattr(sim, "SimulatorProfile", None)
     try:
-        if profile is not None and hasattr(sim.SimulatorConfig, "from_profile"):
-            return sim.SimulatorConfig.from_profile(profile(cfg.simulator_profile.value), **overrides)
-        factory = getattr(sim.SimulatorConfig, cfg.simulator_profile.value, None)
-        if factory is None:  # 'hard' before the sim branch lands: realistic, noisier
-            log.warning("simulator profile %r is not available in this version; using realistic "
-                        "with doubled noise", cfg.simulator_profile.value)
-            base = sim.SimulatorConfig.realistic()
-            hard = dict(depth_noise_abs=2 * base.depth_noise_abs, depth_noise_rel=2 * base.depth_noise_rel,
-                        scale_jitter=2 * base.scale_jitter, desc_noise=2 * base.desc_noise,
-                        outlier_fraction=min(0.5, 2 * base.outlier_fraction))
-            return sim.SimulatorConfig.realistic(**{**hard, **overrides})
-        return factory(**overrides)
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"parameter 'simulator_config': {exc}") from None
+        sim = simulator_config_from(Profile(cfg.simulator_profile.value), cfg.simulator_config or None)
+        if not cfg.simulator_config or "size" not in _json_keys(cfg.simulator_config):
+            sim = dataclasses.replace(sim, size=cfg.image_size)
+        return sim
+    except (OSError, TypeError, ValueError) as exc:
+        raise ParameterError(f"parameter 'simulator_config' ({cfg.simulator_config!r}): {exc}") from None
+
+
+def _json_keys(path: str) -> set[str]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
 
 
 def create_engine(cfg: NodeConfig, logger=None):
