@@ -60,8 +60,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _field_comments(cls) -> dict[str, str]:
-    """field name -> its trailing ``# comment`` in the dataclass source (the documentation of
-    our config fields), for parameter descriptions."""
+    """field name -> its trailing ``# comment`` (with continuation comment lines) in the
+    dataclass source: the documentation of our config fields, for parameter descriptions."""
     import inspect
     import re
 
@@ -69,9 +69,19 @@ def _field_comments(cls) -> dict[str, str]:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    out = {}
-    for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]*=[^#\n]*#\s*(.+)$", src, re.M):
-        out[m.group(1)] = m.group(2).strip()
+    out: dict[str, str] = {}
+    last = None
+    for line in src.splitlines():
+        m = re.match(r"^\s+(\w+)\s*:[^=#]*=[^#]*#\s*(.+)$", line)
+        if m:
+            last = m.group(1)
+            out[last] = m.group(2).strip()
+            continue
+        c = re.match(r"^\s+#\s*(.+)$", line)
+        if c and last is not None:
+            out[last] += " " + c.group(1).strip()
+        else:
+            last = None
     return out
 
 
@@ -208,8 +218,8 @@ class RelocalizationNode(Node):
         """Run ``body``; any failure becomes success=false with a message (never raises)."""
         try:
             return body(request, response)
-        except RequestError as exc:
-            response.success, response.message = False, str(exc)
+        except (RequestError, ValueError) as exc:   # the core raises ValueError for bad input
+            response.success, response.message = False, _short(exc)
         except Exception as exc:  # noqa: BLE001 -- a node must answer and keep serving
             self.get_logger().error(f"{name}: unexpected {type(exc).__name__}: {exc}\n"
                                     f"{traceback.format_exc()}")
