@@ -24,25 +24,14 @@ from geometry_msgs.msg import TransformStamped
 from tf2_msgs.msg import TFMessage
 
 from mast3r_ros.geometry.transforms import T_to_pose, check_T, invert_T, pose_to_T
+from mast3r_ros.ros.conversions import ns_to_stamp
+from mast3r_ros.ros.conversions import stamp_ns as stamp_to_ns
 
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
 
 
 # -- conversions -------------------------------------------------------------------------
-def stamp_to_ns(stamp) -> int:
-    """``builtin_interfaces/Time`` -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def ns_to_stamp(stamp_ns: int):
-    """Integer nanoseconds -> ``builtin_interfaces/Time``."""
-    from builtin_interfaces.msg import Time
-
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return Time(sec=sec, nanosec=nsec)
-
-
 def transform_stamped(T_parent_child: np.ndarray, parent: str, child: str, stamp) -> TransformStamped:
     """``TransformStamped`` for the edge ``parent -> child`` (``stamp``: a Time message or ns)."""
     (x, y, z), (qx, qy, qz, qw) = T_to_pose(T_parent_child)
