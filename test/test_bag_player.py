@@ -108,3 +108,39 @@ def test_bad_arguments_exit_2(tmp_path):
     p = subprocess.run([sys.executable, str(REPO / "scripts" / "bag_player"), str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "not a rosbag2 folder" in p.stderr, p.stderr
+
+
+def test_loop_replays_from_the_start(seq, tmp_path):
+    """In-process BagPlayer with --loop: the images come again from the first one, in order."""
+    from mast3r_ros.ros.bag_player import BagPlayer
+
+    bag = write_bag(seq, tmp_path / "bag")
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    pub_node = rclpy.create_node("loop_player", context=ctx)
+    sub_node = rclpy.create_node("loop_probe", context=ctx)
+    got = []
+    sub_node.create_subscription(Image, "/camera/image_raw", lambda m: got.append(stamp_ns(m.header.stamp)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(sub_node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        player = BagPlayer(pub_node, bag, rate=20.0, loop=True, topics=["/camera/image_raw"], clock=False)
+        assert player.wait_for_subscribers(30)
+        play = threading.Thread(target=player.play, daemon=True)
+        play.start()
+        end = time.monotonic() + 60
+        while len(got) < 2 * N + 1 and time.monotonic() < end:
+            time.sleep(0.01)
+        player.stop()
+        play.join(10)
+        assert not play.is_alive()
+    finally:
+        ex.shutdown()
+        pub_node.destroy_node()
+        sub_node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    stamps = [f.stamp_ns for f in seq.frames]
+    assert got[: 2 * N + 1] == stamps + stamps + stamps[:1]
