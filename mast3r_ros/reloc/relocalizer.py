@@ -219,7 +219,9 @@ class Relocalizer:
         Returns:
             ``RelocResult``; ``success=False`` with the reason when no reference is stored,
             the id is unknown, matches or inliers are too few or the solution is
-            inconsistent. Raises ValueError only for malformed ``image`` / ``K``.
+            inconsistent. Raises ValueError for a malformed ``image`` / ``K``; what the
+            engine raises while encoding propagates (e.g. the simulator's KeyError for an
+            image that is not one of its frames), so callers serving requests catch both.
         """
         t_start = time.perf_counter()
         tm = {k: 0.0 for k in _STAGES}

@@ -24,20 +24,20 @@ class PlaceDescriptor:
     """Callable: (h, w, 3) world points + (h, w, D) surface descriptors -> (PLACE_DIM + D,)."""
 
     def __init__(self, seed: int, dim: int = PLACE_DIM, sigma_m: float = PLACE_SIGMA_M,
-                 max_points: int = 2000) -> None:
+                 max_points: int = 1000) -> None:
         if dim < 1 or not sigma_m > 0 or max_points < 1:
             raise ValueError(f"need dim >= 1, sigma_m > 0, max_points >= 1; got {dim}, {sigma_m}, "
                              f"{max_points}")
         rng = np.random.default_rng([int(seed), 0x91ACE])
-        self.W = rng.normal(0.0, 1.0 / sigma_m, size=(dim, 3))  # (P, 3) rad / metre
-        self.b = rng.uniform(0.0, 2 * np.pi, dim)               # (P,)
+        self.W = rng.normal(0.0, 1.0 / sigma_m, size=(dim, 3)).astype(np.float32)  # (P, 3) rad/m
+        self.b = rng.uniform(0.0, 2 * np.pi, dim).astype(np.float32)               # (P,)
         self.max_points = max_points
 
     def __call__(self, world: np.ndarray, desc: np.ndarray) -> np.ndarray:
         h, w = np.shape(world)[:2]
         s = max(1, int(round(np.sqrt(h * w / self.max_points))))  # a regular subsample
-        pts = np.asarray(world, dtype=np.float64)[::s, ::s].reshape(-1, 3)   # (n, 3)
-        d = np.asarray(desc, dtype=np.float64)[::s, ::s].reshape(len(pts), -1)  # (n, D)
+        pts = np.asarray(world, dtype=np.float32)[::s, ::s].reshape(-1, 3)   # (n, 3)
+        d = np.asarray(desc, dtype=np.float32)[::s, ::s].reshape(len(pts), -1)  # (n, D)
         ok = np.all(np.isfinite(pts), axis=1)
         if not ok.any():
             out = np.zeros(len(self.b) + d.shape[1], np.float32)
