@@ -493,9 +493,10 @@ class NetworkOutputSimulator:
         if sigma.max() > 0:
             depth = depth + sigma * rng.standard_normal((h, w))
         desc = f.desc.copy()
-        noise = np.where(weak, cfg.desc_noise + cfg.weak_desc_noise * (1 - tex), cfg.desc_noise)
+        noise = np.where(weak, cfg.desc_noise + cfg.weak_desc_noise * (1 - tex),
+                         cfg.desc_noise).astype(np.float32)
         if noise.max() > 0:
-            desc = desc + (noise[..., None] * rng.standard_normal(desc.shape)).astype(np.float32)
+            desc += noise[..., None] * rng.standard_normal(desc.shape, dtype=np.float32)
         if cfg.outlier_fraction > 0:
             out = rng.random((h, w)) < cfg.outlier_fraction
             depth = np.where(out, depth * rng.uniform(0.5, 2.0, (h, w)), depth)
@@ -544,8 +545,11 @@ def depth_distortion_field(h: int, w: int, rms: float, wavelength: float, modes:
     x = (np.arange(w, dtype=np.float64) - (w - 1) / 2) / L
     y = (np.arange(h, dtype=np.float64) - (h - 1) / 2) / L
     k = 2 * np.pi / wavelength
-    arg = (k * x[None, :, None] * np.cos(theta) + k * y[:, None, None] * np.sin(theta) + phase)
-    return rms * np.sqrt(2.0 / modes) * np.cos(arg).sum(axis=-1)
+    a = k * x[:, None] * np.cos(theta)            # (w, M)
+    b = k * y[:, None] * np.sin(theta) + phase    # (h, M)
+    # sum_m cos(a + b), separably: cos a cos b - sin a sin b
+    field = np.cos(b) @ np.cos(a).T - np.sin(b) @ np.sin(a).T
+    return rms * np.sqrt(2.0 / modes) * field
 
 
 class _Aliasing:
