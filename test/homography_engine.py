@@ -79,3 +79,8 @@ class HomographyDescriptorEngine:
     def decode_batch(self, pairs: Sequence[tuple[EncodedView, EncodedView]]) -> list[PairPrediction]:
         self.n_decode_batch += 1
         return [self.decode(a, b) for a, b in pairs]
+
+    def global_descriptor(self, view: EncodedView) -> np.ndarray:
+        """Mean descriptor of the plane points the view sees, unit norm (PairEngine contract)."""
+        g = self.field(view.features).reshape(-1, 24).mean(axis=0)
+        return (g / max(np.linalg.norm(g), 1e-12)).astype(np.float32)
