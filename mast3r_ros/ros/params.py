@@ -306,9 +306,8 @@ def run_node(factory: Callable[..., Any], args=None, *, num_threads: int | None 
         try:
             node = factory()
         except ParameterError as exc:
-            logging.basicConfig()
+            # one line on stderr (rcutils console logging), then exit code 2
             rclpy.logging.get_logger("mast3r_ros").fatal(f"bad parameter: {exc}")
-            print(f"[mast3r_ros] bad parameter: {exc}", file=sys.stderr, flush=True)
             return 2
         executor = MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
