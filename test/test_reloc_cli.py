@@ -18,6 +18,15 @@ EVAL_KEYS = {"n", "median_trans_m", "median_rot_deg", "recall_0.25m_2deg", "reca
 
 
 @pytest.fixture(scope="module")
+def pinned(tmp_path_factory):
+    """--sim-config: realistic with the errors that scale a single reference's baseline
+    pinned (see test_reloc.py)."""
+    p = tmp_path_factory.mktemp("simcfg") / "pinned.json"
+    p.write_text(json.dumps({"scale_jitter": 0.02, "depth_distortion": 0.0}))
+    return str(p)
+
+
+@pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     """A 10-frame reloc_30 bag (5 mapping views, 5 queries 30 deg away), 128 x 96."""
     from mast3r_ros.synth.bag import read_bag
@@ -39,13 +48,13 @@ def _pose_str(T):
     return " ".join(f"{v:.9f}" for v in (x, y, z, *q))
 
 
-def test_relocalize_simulator(bag, tmp_path, capsys):
+def test_relocalize_simulator(bag, pinned, tmp_path, capsys):
     bag_dir, seq, paths = bag
     ref, q = seq.frames[2], seq.frames[7]
     K = q.K
     out_json, viz = tmp_path / "r.json", tmp_path / "m.png"
     rc = main(["relocalize", "--engine", "simulator", "--simulator-bag", str(bag_dir),
-               "--reference", str(paths[2]), "--query", str(paths[7]),
+               "--sim-config", pinned, "--reference", str(paths[2]), "--query", str(paths[7]),
                "--reference-pose", _pose_str(ref.T_world_cam),
                "--intrinsics", f"{K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}",
                "--json", str(out_json), "--viz", str(viz)])
@@ -62,8 +71,8 @@ def test_relocalize_simulator(bag, tmp_path, capsys):
     assert len(d["query_pose"].split()) == 7 and d["intrinsics_estimated"] is False
     assert Image.open(viz).size == (256, 96)
     # unknown intrinsics, identity reference pose: the relative pose
-    rc = main(["relocalize", "--engine", "simulator", "--simulator-bag", str(bag_dir),
-               "--reference", str(paths[2]), "--query", str(paths[7]), "--json", str(out_json)])
+    rc = main(["relocalize", "--engine", "simulator", "--simulator-bag", str(bag_dir), "--sim-config",
+               pinned, "--reference", str(paths[2]), "--query", str(paths[7]), "--json", str(out_json)])
     assert rc == 0
     d = json.loads(out_json.read_text())
     T_rel = np.linalg.inv(ref.T_world_cam) @ q.T_world_cam
@@ -106,10 +115,10 @@ def test_relocalize_network_honest_failure_exits_1(reference_dir, tmp_path, caps
     assert d["success"] is False and d["query_pose"] is None and d["timings_ms"]["decode"] > 0
 
 
-def test_reloc_eval_simulator(bag, tmp_path, capsys):
+def test_reloc_eval_simulator(bag, pinned, tmp_path, capsys):
     bag_dir, seq, paths = bag
     out = tmp_path / "eval.json"
-    rc = main(["reloc-eval", "--bag", str(bag_dir), "--engine", "simulator", "--pairs", "4",
+    rc = main(["reloc-eval", "--bag", str(bag_dir), "--engine", "simulator", "--sim-config", pinned, "--pairs", "4",
                "--seed", "1", "--intrinsics", "both", "--json", str(out)])
     assert rc == 0
     d = json.loads(out.read_text())

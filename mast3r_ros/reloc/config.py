@@ -25,9 +25,13 @@ class RelocConfig:
                                            # baselines leave many matches outside the overlap)
     pnp_reprojection_px: float = 3.0       # PnP RANSAC threshold
     epipolar_px: float = 1.5               # essential-matrix RANSAC threshold (Sampson)
-    max_rotation_disagreement_deg: float = 5.0    # PnP vs essential rotation: else inconsistent
+    max_rotation_disagreement_deg: float = 10.0   # PnP vs essential rotation: else inconsistent
+                                                  # (gross errors; depth distortion bends PnP a few deg)
     max_direction_disagreement_deg: float = 20.0  # PnP vs essential translation direction
     min_baseline_for_direction_m: float = 0.05    # below this the direction check is skipped
+    prefer_essential: bool = True          # K known: answer with the essential matrix (+ pointmap
+                                           # scale) rather than PnP (see reloc/solve.py)
+    essential_min_baseline_ratio: float = 0.05  # baseline / median depth below this: PnP answers
     estimate_principal_point: bool = False  # unknown K: also fit (cx, cy) (else image centre)
     fuse_references: bool = True           # several verified references -> fused centre (solve.fuse)
     direction_sigma_deg: float = 0.5       # floor of the per-reference direction error (fusion)

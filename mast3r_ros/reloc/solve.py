@@ -5,8 +5,12 @@ Single reference (map-free): the reference's pointmap gives metric 3D points in 
 frame; FRM matches tie them to query pixels.
 
 - K known: PnP (poselib LO-RANSAC, P3P, robust Cauchy LM refinement of the inliers) on those
-  points; the essential matrix is solved too, as a cross-check of the rotation and of the
-  translation direction.
+  points and the essential matrix with the known K (5-point LO-RANSAC + LM; metric scale from
+  the pointmap depths). They cross-check each other (rotation, translation direction). The
+  answer is the essential one (``prefer_essential``): its rotation and direction do not
+  depend on the pointmap's depths, which a real network distorts smoothly by a few percent
+  (that bends PnP's 3D points and its rotation by degrees); PnP answers when the baseline is
+  too short for a direction.
 - K unknown: the query's focal comes from its own pointmap (principal point at the image
   centre unless configured), the essential matrix (5-point LO-RANSAC + LM) gives rotation
   and translation direction, the metric scale is the median ratio of pointmap depth to
@@ -131,10 +135,17 @@ def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.
             raise PoseFailure(f"inconsistent solution with reference {ref_id!r}: PnP and essential "
                               f"translation directions differ by {dir_dis:.1f} deg > "
                               f"{cfg.max_direction_disagreement_deg} deg")
-    if k_known:
-        T_ref_cam, cov, n_in, method, inl = T_pnp, pnp.covariance, pnp.n_inliers, "pnp", pnp.inliers
-    else:
+    # Which answer: the essential matrix's rotation and direction do not depend on the
+    # pointmap's depths (only its scale does), so they survive the smooth depth distortion of
+    # a real network that bends PnP's 3D points; it is chosen unless the baseline is too
+    # short for a direction (< essential_min_baseline_ratio x median depth), where PnP is.
+    depth = float(np.median(pts_ref[:, 2]))
+    use_ess = (cfg.prefer_essential or not k_known) and \
+        np.linalg.norm(T_ess[:3, 3]) >= cfg.essential_min_baseline_ratio * depth
+    if use_ess:
         T_ref_cam, cov, n_in, method, inl = T_ess, rel.covariance, rel.n_inliers, "essential", rel.inliers
+    else:
+        T_ref_cam, cov, n_in, method, inl = T_pnp, pnp.covariance, pnp.n_inliers, "pnp", pnp.inliers
     if n_in < cfg.min_inliers or n_in / n < cfg.min_inlier_ratio:
         raise PoseFailure(f"too few inliers with reference {ref_id!r}: {n_in} of {n} matches "
                           f"(need {cfg.min_inliers} and ratio {cfg.min_inlier_ratio})")

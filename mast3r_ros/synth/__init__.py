@@ -6,7 +6,8 @@
 - ``sequence``: rendered frames with ground truth (``generate``, ``render_sequence``).
 - ``bag``: rosbag2 writer/reader (``write_dataset``, ``write_bag``, ``read_bag``).
 - ``simulator``: ``NetworkOutputSimulator``, a ``PairEngine`` built from ground truth
-  (never a default engine).
+  (never a default engine), its noise profiles (``SimulatorProfile``, ``SimulatorConfig``,
+  ``simulator_config_from``); ``simulator_stats``: their measured statistics.
 
 Nothing heavy is imported here; import from the submodules.
 """

@@ -16,11 +16,16 @@ What it returns, at the network resolution of the real preprocessing
 - ``pts3d``: each network pixel's surface point (depth resampled from the original
   image: inverse depth interpolated bilinearly where the four neighbours agree within 5 %, which is
   exact on planes, nearest otherwise, on the pixel's own ray), in view 1's camera frame.
-  Noise: depth error with std ``depth_noise_abs + depth_noise_rel * z`` along the ray, a
-  global scale ``scale_error * exp(N(0, scale_jitter))`` of the pair, and outliers.
+  Noise (``SimulatorConfig`` documents each): a per-pair scale ``scale_error *
+  exp(N(0, scale_jitter))``, a smooth low-frequency depth distortion per view, a focal
+  error of each view's pointmap, white depth noise ``depth_noise_abs + depth_noise_rel * z``
+  along the ray, and outliers. Profiles ``exact`` / ``realistic`` / ``hard``
+  (``SimulatorProfile``, ``SimulatorConfig.profile``, ``simulator_config_from``).
 - ``desc``: unit 24-d random Fourier features of the world-space surface point (wavelengths
   log-spaced in ``[desc_min_wavelength, desc_max_wavelength]`` metres), so the same surface
   point has the same descriptor in every view; plus Gaussian ``desc_noise`` (renormalised).
+  With ``alias_fraction`` > 0, on some textured materials the feature coordinate is the
+  position within one texture repeat instead: repeats share descriptors (aliasing).
 - ``conf`` (>= 1) and ``desc_conf`` (> 0): high where the image is textured and the
   surface is seen by both views; low on weak texture (local mean gradient below
   ``low_texture_threshold``, where descriptors are also scrambled: low-texture failure)
@@ -28,7 +33,8 @@ What it returns, at the network resolution of the real preprocessing
 - Outliers: a fraction ``outlier_fraction`` of pixels gets its depth scaled by U(0.5, 2)
   and the descriptor of another random pixel, with normal confidences (deceptive).
 
-Noise is deterministic per (``seed``, frame index 1, frame index 2).
+Noise is deterministic per (``seed``, frame index 1, frame index 2); none of it lowers the
+confidences (the network does not know when it errs).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import numbers
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -123,13 +130,17 @@ class SimulatorConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"{f.name} must be true or false, got {value!r}")
-            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{f.name} must be an integer, got {value!r}")
-            if kind == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                        or not np.isfinite(value):
+            is_bool = isinstance(value, (bool, np.bool_))
+            if kind == "bool":
+                if not is_bool:
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
+                object.__setattr__(self, f.name, bool(value))
+            elif kind == "int":
+                if is_bool or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{f.name} must be an integer, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+            elif kind == "float":
+                if is_bool or not isinstance(value, numbers.Real) or not np.isfinite(value):
                     raise ValueError(f"{f.name} must be a finite number, got {value!r}")
                 object.__setattr__(self, f.name, float(value))
         for name in ("depth_noise_abs", "depth_noise_rel", "scale_jitter", "desc_noise",
