@@ -334,6 +334,12 @@ class SlamSystem:
             update = self.mapper.add_keyframe(kf)
             self._apply_map_update(update)
 
+    def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
+        """A loaded keyframe: register it for relocalization (no mapping)."""
+        if self.relocalizer is not None:
+            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
+                                           frame_id=kf.frame_id, view=kf.view)
+
     def _apply_map_update(self, update) -> None:
         """Apply the mapper's corrected keyframe poses ({kf id: (4, 4) T_map_cam})."""
         poses = getattr(update, "poses", None)
