@@ -104,12 +104,15 @@ class Mast3rEngine:
         for name in _TRUNK:
             getattr(self.model, name).to(self.dtype)
         self._lock = threading.Lock()
+        self.checkpoint_path: Path | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype = torch.float32, **kwargs) -> "Mast3rEngine":
         """Load a ``.pth`` / ``.safetensors`` checkpoint (see ``checkpoint.read_checkpoint``)."""
-        return cls(load_model(path), device=device, dtype=dtype, **kwargs)
+        engine = cls(load_model(path), device=device, dtype=dtype, **kwargs)
+        engine.checkpoint_path = Path(path)  # identity for saved maps (reloc.engine_identity)
+        return engine
 
     @property
     def config(self):
@@ -203,6 +206,23 @@ class Mast3rEngine:
         # optimiser that treats the pointmaps as constants).
         with torch.no_grad():
             return postprocess(raw1), postprocess(raw2)
+
+    # -- retrieval ----------------------------------------------------------------------
+    def global_descriptor(self, view: EncodedView) -> np.ndarray:
+        """(C_enc,) float32 unit-norm descriptor of a view, training-free.
+
+        Each encoder token is L2-normalised (so a few large-norm patches do not dominate),
+        the tokens are mean-pooled, the mean goes through a signed square root (power
+        normalisation, which damps the components every image shares) and is L2-normalised
+        again. The inner product of two such vectors is the retrieval score.
+        """
+        tokens = self._features(view).tokens  # (1, N, C)
+        with torch.no_grad():
+            t = torch.nn.functional.normalize(tokens[0].float(), dim=-1)  # (N, C)
+            g = t.mean(dim=0)                                             # (C,)
+            g = torch.sign(g) * torch.sqrt(torch.abs(g))
+            g = torch.nn.functional.normalize(g, dim=0)
+        return g.cpu().numpy().astype(np.float32)
 
     # -- convenience ------------------------------------------------------------------
     def predict(self, image1: np.ndarray, image2: np.ndarray) -> PairPrediction:

@@ -138,3 +138,8 @@ class PairEngine(Protocol):
 
     def decode_batch(self, pairs: Sequence[tuple[EncodedView, EncodedView]]) -> list[PairPrediction]:
         """Predict many pairs, batched where shapes allow."""
+
+    def global_descriptor(self, view: EncodedView) -> np.ndarray:
+        """(D,) float32 unit-L2-norm descriptor of the whole view, for retrieval by inner
+        product (training-free: pooled from encoder tokens for the network, from the
+        surface the view sees for the simulator). Views of the same place score high."""

@@ -276,6 +276,16 @@ class NetworkOutputSimulator:
         """``decode`` for each pair (no batching gain on a simulator)."""
         return [self.decode(a, b) for a, b in pairs]
 
+    def global_descriptor(self, view: EncodedView) -> np.ndarray:
+        """(280,) float32 unit descriptor pooled from the surface the view sees (a kernel
+        mean embedding of its world points, see ``place_descriptor``); for retrieval."""
+        from .place_descriptor import PlaceDescriptor
+
+        f = self._features(view, "view")
+        if getattr(self, "_place", None) is None:
+            self._place = PlaceDescriptor(self.config.seed)
+        return self._place(f.world, f.desc)
+
     # ------------------------------------------------------------------ internals
 
     def _features(self, view: EncodedView, name: str) -> _SimFeatures:

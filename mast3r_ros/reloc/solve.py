@@ -1,0 +1,231 @@
+"""Pose of a query from one decoded (reference, query) pair, and the scale-free fusion of
+several references.
+
+Single reference (map-free): the reference's pointmap gives metric 3D points in its camera
+frame; FRM matches tie them to query pixels.
+
+- K known: PnP (poselib LO-RANSAC, P3P, robust Cauchy LM refinement of the inliers) on those
+  points; the essential matrix is solved too, as a cross-check of the rotation and of the
+  translation direction.
+- K unknown: the query's focal comes from its own pointmap (principal point at the image
+  centre unless configured), the essential matrix (5-point LO-RANSAC + LM) gives rotation
+  and translation direction, the metric scale is the median ratio of pointmap depth to
+  triangulated depth; PnP with the estimated K is the cross-check.
+
+Either way the translation length is the network's metric scale, which errs by several to
+~15 % per pair; that error scales the whole reference->query baseline. Hence the fusion:
+the *direction* from a reference centre to the query centre does not depend on the scale,
+so with two or more verified references whose rays span an angle, the query centre is
+their weighted least-squares intersection (``fuse``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mast3r_ros.geometry import (
+    PnPConfig, RelativePoseConfig, estimate_focal, invert_T, relative_pose_essential, solve_pnp,
+)
+from mast3r_ros.geometry.transforms import rotation_angle_deg
+
+from .config import RelocConfig
+
+logger = logging.getLogger(__name__)
+
+
+class PoseFailure(RuntimeError):
+    """An honest failure with its reason."""
+
+
+@dataclass
+class PairSolution:
+    """The verified pose of the query from one reference.
+
+    Attributes:
+        T_ref_cam: (4, 4) query camera -> reference camera, metric (network scale).
+        T_map_cam: (4, 4) query camera -> map.
+        covariance: (6, 6) of ``T_map_cam`` (ROS order, map frame).
+        method: "pnp" or "essential". num_matches / num_inliers: counts.
+    """
+
+    ref_id: str
+    T_ref_cam: np.ndarray
+    T_map_cam: np.ndarray
+    covariance: np.ndarray
+    method: str
+    num_matches: int
+    num_inliers: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / max(self.num_matches, 1)
+
+
+def focal_K(pts3d: np.ndarray, conf: np.ndarray | None, transform, estimate_pp: bool) -> np.ndarray:
+    """(3, 3) intrinsics at original resolution from a view's own (h, w, 3) pointmap."""
+    fe = estimate_focal(pts3d, weights=conf, estimate_principal_point=estimate_pp)
+    return transform.intrinsics_to_orig(fe.K)
+
+
+def rotate_covariance(cov: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Covariance of a pose in frame B -> in frame A, for T_A_B with rotation ``R``
+    (position and fixed-axis rotation perturbations both rotate by R)."""
+    A = np.zeros((6, 6))
+    A[:3, :3] = R
+    A[3:, 3:] = R
+    out = A @ cov @ A.T
+    return 0.5 * (out + out.T)
+
+
+def _angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
+    c = float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-18))
+    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+
+
+def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.ndarray,
+               pts_ref: np.ndarray, K_ref: np.ndarray, K_q: np.ndarray, k_known: bool,
+               cfg: RelocConfig) -> PairSolution:
+    """Pose of the query from matches with one reference.
+
+    Args:
+        xy_ref, xy_q: (N, 2) matched pixels (original resolution) in reference and query.
+        pts_ref: (N, 3) reference-camera 3D points of ``xy_ref`` (the reference's pointmap).
+        K_ref, K_q: (3, 3) intrinsics (given or estimated). k_known: K_q was given.
+
+    Raises:
+        PoseFailure: too few matches / inliers, or PnP and essential disagree.
+    """
+    n = len(xy_ref)
+    ok = np.all(np.isfinite(pts_ref), axis=1) & (pts_ref[:, 2] > 1e-6)
+    xy_ref, xy_q, pts_ref = xy_ref[ok], xy_q[ok], pts_ref[ok]
+    if len(xy_ref) < cfg.min_matches:
+        raise PoseFailure(f"too few matches with reference {ref_id!r}: {len(xy_ref)} < "
+                          f"min_matches={cfg.min_matches}")
+    pnp_cfg = PnPConfig(reprojection_error_px=cfg.pnp_reprojection_px, min_inliers=cfg.min_inliers,
+                        seed=cfg.seed)
+    rel_cfg = RelativePoseConfig(epipolar_error_px=cfg.epipolar_px, min_inliers=cfg.min_inliers,
+                                 seed=cfg.seed)
+    try:
+        pnp = solve_pnp(xy_q, pts_ref, K_q, pnp_cfg)  # "world" = reference camera
+    except RuntimeError as exc:
+        raise PoseFailure(f"too few inliers with reference {ref_id!r} (PnP: {exc})") from None
+    try:
+        rel = relative_pose_essential(xy_ref, xy_q, K_ref, K_q, pts_ref, rel_cfg)
+    except RuntimeError as exc:
+        raise PoseFailure(f"too few inliers with reference {ref_id!r} (essential: {exc})") from None
+    T_pnp, T_ess = pnp.T_world_cam, rel.T_cam1_cam2  # both: query camera -> reference camera
+    rot_dis = rotation_angle_deg(T_pnp[:3, :3], T_ess[:3, :3])
+    if rot_dis > cfg.max_rotation_disagreement_deg:
+        raise PoseFailure(f"inconsistent solution with reference {ref_id!r}: PnP and essential "
+                          f"rotations differ by {rot_dis:.1f} deg > "
+                          f"{cfg.max_rotation_disagreement_deg} deg")
+    base = min(np.linalg.norm(T_pnp[:3, 3]), np.linalg.norm(T_ess[:3, 3]))
+    if base > cfg.min_baseline_for_direction_m:
+        dir_dis = _angle_between_deg(T_pnp[:3, 3], T_ess[:3, 3])
+        if dir_dis > cfg.max_direction_disagreement_deg:
+            raise PoseFailure(f"inconsistent solution with reference {ref_id!r}: PnP and essential "
+                              f"translation directions differ by {dir_dis:.1f} deg > "
+                              f"{cfg.max_direction_disagreement_deg} deg")
+    if k_known:
+        T_ref_cam, cov, n_in, method = T_pnp, pnp.covariance, pnp.n_inliers, "pnp"
+    else:
+        T_ref_cam, cov, n_in, method = T_ess, rel.covariance, rel.n_inliers, "essential"
+    if n_in < cfg.min_inliers or n_in / n < cfg.min_inlier_ratio:
+        raise PoseFailure(f"too few inliers with reference {ref_id!r}: {n_in} of {n} matches "
+                          f"(need {cfg.min_inliers} and ratio {cfg.min_inlier_ratio})")
+    if cov is None or not np.all(np.isfinite(cov)):
+        raise PoseFailure(f"degenerate geometry with reference {ref_id!r}: no finite covariance")
+    t_map = T_map_ref[:3, :3] @ T_ref_cam[:3, 3]  # baseline in the map frame
+    cov_map = rotate_covariance(cov, T_map_ref[:3, :3])
+    cov_map[:3, :3] += cfg.scale_sigma ** 2 * np.outer(t_map, t_map)
+    cov_map += np.eye(6) * 1e-12  # keep SPD on exact (noise-free) data
+    return PairSolution(ref_id, T_ref_cam, T_map_ref @ T_ref_cam, cov_map, method, n, n_in)
+
+
+def chordal_mean(Rs: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Weighted chordal L2 mean of rotations (SVD projection of the weighted sum)."""
+    M = sum(wi * R for wi, R in zip(w, Rs))
+    U, _, Vt = np.linalg.svd(M)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: RelocConfig
+         ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Scale-free query pose from several verified references, or None when not possible.
+
+    Centre: weighted least-squares intersection of the rays ``c_i + s d_i`` from each
+    reference centre ``c_i`` along the (scale-free) direction ``d_i`` to the query, weights
+    ``inliers_i / baseline_i^2`` (a direction error moves the point by baseline x angle).
+    Rotation: inlier-weighted chordal mean of the per-reference rotations (those agreeing
+    with the best within ``max_rotation_disagreement_deg``).
+    Covariance: translation ``(sum_i P_i / sigma_i^2)^-1`` with ``P_i = I - d_i d_i^T`` and
+    ``sigma_i^2`` the per-reference position variance across its ray (from its own
+    covariance, without the scale term) floored by the squared ray residual; rotation: the
+    information-weighted combination of the per-reference rotation covariances.
+
+    Returns (T_map_cam, covariance, ids used), or None (fewer than two usable rays, rays
+    spanning less than ``min_fusion_angle_deg``, intersection behind a reference, or the
+    fused centre far from the best single answer: ``max_fusion_scale_deviation``).
+    """
+    best = sols[0]
+    use = [s for s in sols
+           if rotation_angle_deg(s.T_map_cam[:3, :3], best.T_map_cam[:3, :3])
+           <= cfg.max_rotation_disagreement_deg
+           and np.linalg.norm(s.T_ref_cam[:3, 3]) > cfg.min_baseline_for_direction_m]
+    if len(use) < 2:
+        return None
+    cs = np.stack([T_map_refs[s.ref_id][:3, 3] for s in use])                       # (n, 3)
+    ts = np.stack([T_map_refs[s.ref_id][:3, :3] @ s.T_ref_cam[:3, 3] for s in use])  # (n, 3)
+    dist = np.linalg.norm(ts, axis=1)
+    ds = ts / dist[:, None]
+    span = max(_angle_between_deg(ds[i], ds[j]) for i in range(len(use)) for j in range(i))
+    if span < cfg.min_fusion_angle_deg:
+        return None
+    w = np.array([s.num_inliers for s in use], dtype=np.float64) / dist ** 2
+    P = np.eye(3)[None] - ds[:, :, None] * ds[:, None, :]                            # (n, 3, 3)
+    A = np.einsum("n,nij->ij", w, P)
+    b = np.einsum("n,nij,nj->i", w, P, cs)
+    if np.linalg.cond(A) > 1e8:
+        return None
+    c = np.linalg.solve(A, b)
+    along = np.einsum("ni,ni->n", c[None] - cs, ds)
+    if np.any(along <= 0):
+        return None
+    c_best = best.T_map_cam[:3, 3]
+    baseline_best = np.linalg.norm(c_best - T_map_refs[best.ref_id][:3, 3])
+    if np.linalg.norm(c - c_best) > cfg.max_fusion_scale_deviation * baseline_best:
+        logger.info("fusion rejected: fused centre %.3f m from the best single answer "
+                    "(baseline %.3f m)", float(np.linalg.norm(c - c_best)), baseline_best)
+        return None
+    R = chordal_mean([s.T_map_cam[:3, :3] for s in use],
+                     np.array([s.num_inliers for s in use], dtype=np.float64))
+    # covariance
+    info_t = np.zeros((3, 3))
+    info_r = np.zeros((3, 3))
+    for s, Pi, ci, di, dd in zip(use, P, cs, ds, dist):
+        cov_t = s.covariance[:3, :3] - cfg.scale_sigma ** 2 * np.outer(di, di) * dd ** 2
+        perp = float(np.trace(Pi @ cov_t @ Pi)) / 2.0
+        resid = float(np.sum((Pi @ (c - ci)) ** 2))
+        info_t += Pi / max(perp, resid, 1e-12)
+        info_r += np.linalg.inv(s.covariance[3:, 3:] + np.eye(3) * 1e-15)
+    cov = np.zeros((6, 6))
+    cov[:3, :3] = np.linalg.inv(info_t + np.eye(3) * 1e-12)
+    cov[3:, 3:] = np.linalg.inv(info_r)
+    cov = 0.5 * (cov + cov.T)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, c
+    return T, cov, [s.ref_id for s in use]
+
+
+def confidence(num_inliers: int, num_matches: int, cfg: RelocConfig) -> float:
+    ratio = num_inliers / max(num_matches, 1)
+    return float((1.0 - math.exp(-num_inliers / cfg.confidence_inliers)) * min(1.0, ratio / 0.5))
+
+
+__all__ = ["PoseFailure", "PairSolution", "solve_pair", "fuse", "focal_K", "confidence",
+           "chordal_mean", "rotate_covariance", "invert_T"]
