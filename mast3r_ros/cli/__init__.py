@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("mast3r_ros.cli.infer", "run MASt3R on an image pair and write an .npz"),
     "convert": ("mast3r_ros.cli.convert", "convert a MASt3R .pth checkpoint to .safetensors"),
     "bench": ("mast3r_ros.cli.bench", "time the MASt3R encoder and decoder+heads"),
+    "relocalize": ("mast3r_ros.cli.relocalize", "metric pose of a query image from one reference image"),
+    "reloc-eval": ("mast3r_ros.cli.reloc_eval", "map-free relocalization metrics on pairs of a bag with ground truth"),
 }
 
 

@@ -21,15 +21,16 @@ class RelocConfig:
     min_conf: float = 0.0                  # FRM: drop matches with pointmap conf below this
     min_matches: int = 30                  # fewer FRM matches: failure "too few matches"
     min_inliers: int = 25                  # fewer pose inliers: failure "too few inliers"
-    min_inlier_ratio: float = 0.25         # inliers / matches below this: failure
+    min_inlier_ratio: float = 0.1          # inliers / matches below this: failure (wide
+                                           # baselines leave many matches outside the overlap)
     pnp_reprojection_px: float = 3.0       # PnP RANSAC threshold
     epipolar_px: float = 1.5               # essential-matrix RANSAC threshold (Sampson)
     max_rotation_disagreement_deg: float = 5.0    # PnP vs essential rotation: else inconsistent
     max_direction_disagreement_deg: float = 20.0  # PnP vs essential translation direction
     min_baseline_for_direction_m: float = 0.05    # below this the direction check is skipped
     estimate_principal_point: bool = False  # unknown K: also fit (cx, cy) (else image centre)
-    fuse_references: bool = True           # several verified references -> scale-free centre
-    min_fusion_angle_deg: float = 3.0      # rays from reference centres must span this angle
+    fuse_references: bool = True           # several verified references -> fused centre (solve.fuse)
+    direction_sigma_deg: float = 0.5       # floor of the per-reference direction error (fusion)
     max_fusion_scale_deviation: float = 0.5  # |fused - single| / single baseline above: no fusion
     scale_sigma: float = 0.10              # relative metric-scale uncertainty of the network,
                                            # added to the translation covariance along the baseline
@@ -47,7 +48,7 @@ class RelocConfig:
         if not 0.0 <= self.min_inlier_ratio <= 1.0:
             raise ValueError(f"min_inlier_ratio must be in [0, 1], got {self.min_inlier_ratio}")
         for name in ("pnp_reprojection_px", "epipolar_px", "max_rotation_disagreement_deg",
-                     "max_direction_disagreement_deg", "min_fusion_angle_deg",
+                     "max_direction_disagreement_deg", "direction_sigma_deg",
                      "max_fusion_scale_deviation", "confidence_inliers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -77,6 +78,8 @@ class RelocResult:
         intrinsics_estimated: K was estimated from the query's own pointmap.
         timings_ms: encode, retrieval, decode, match, pose, total (milliseconds).
         candidates: ids of the references that were decoded, best retrieval score first.
+        inlier_xy: ((n, 2) reference pixels, (n, 2) query pixels) of the pose inliers with
+            ``reference_id`` (original resolution), or None; for drawing.
     """
 
     success: bool
@@ -91,3 +94,4 @@ class RelocResult:
     intrinsics_estimated: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
+    inlier_xy: tuple[np.ndarray, np.ndarray] | None = None

@@ -305,11 +305,11 @@ class Relocalizer:
             if fused is not None:
                 T, cov, used = fused
                 msg = (f"{best.method}, centre fused from {len(used)} references "
-                       f"({', '.join(used)}; scale-free ray intersection)")
+                       f"({', '.join(used)}; information-weighted, see solve.fuse)")
         tm["total"] = (time.perf_counter() - t_start) * 1e3
         return RelocResult(True, msg, T, cov, best.ref_id, best.num_matches, best.num_inliers,
                            confidence(best.num_inliers, best.num_matches, cfg), K_q, est,
-                           dict(tm), ids)
+                           dict(tm), ids, (best.inlier_xy_ref, best.inlier_xy_cam))
 
     def _reference_K(self, ref: Reference, pred) -> np.ndarray:
         """Given K, or estimated once from the reference's own pointmap (view 1) and cached."""

@@ -15,14 +15,14 @@ frame; FRM matches tie them to query pixels.
 Either way the translation length is the network's metric scale, which errs by several to
 ~15 % per pair; that error scales the whole reference->query baseline. Hence the fusion:
 the *direction* from a reference centre to the query centre does not depend on the scale,
-so with two or more verified references whose rays span an angle, the query centre is
-their weighted least-squares intersection (``fuse``).
+so with two or more verified references the query centre is fused with a covariance that
+knows the scale error lies along each ray (``fuse``): in the limit, the rays' intersection.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,7 +58,8 @@ class PairSolution:
     method: str
     num_matches: int
     num_inliers: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    inlier_xy_ref: np.ndarray | None = None  # (n, 2) inlier pixels in the reference
+    inlier_xy_cam: np.ndarray | None = None  # (n, 2) their matches in the query
 
     @property
     def inlier_ratio(self) -> float:
@@ -131,9 +132,9 @@ def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.
                               f"translation directions differ by {dir_dis:.1f} deg > "
                               f"{cfg.max_direction_disagreement_deg} deg")
     if k_known:
-        T_ref_cam, cov, n_in, method = T_pnp, pnp.covariance, pnp.n_inliers, "pnp"
+        T_ref_cam, cov, n_in, method, inl = T_pnp, pnp.covariance, pnp.n_inliers, "pnp", pnp.inliers
     else:
-        T_ref_cam, cov, n_in, method = T_ess, rel.covariance, rel.n_inliers, "essential"
+        T_ref_cam, cov, n_in, method, inl = T_ess, rel.covariance, rel.n_inliers, "essential", rel.inliers
     if n_in < cfg.min_inliers or n_in / n < cfg.min_inlier_ratio:
         raise PoseFailure(f"too few inliers with reference {ref_id!r}: {n_in} of {n} matches "
                           f"(need {cfg.min_inliers} and ratio {cfg.min_inlier_ratio})")
@@ -143,7 +144,8 @@ def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.
     cov_map = rotate_covariance(cov, T_map_ref[:3, :3])
     cov_map[:3, :3] += cfg.scale_sigma ** 2 * np.outer(t_map, t_map)
     cov_map += np.eye(6) * 1e-12  # keep SPD on exact (noise-free) data
-    return PairSolution(ref_id, T_ref_cam, T_map_ref @ T_ref_cam, cov_map, method, n, n_in)
+    return PairSolution(ref_id, T_ref_cam, T_map_ref @ T_ref_cam, cov_map, method, n, n_in,
+                        xy_ref[inl], xy_q[inl])
 
 
 def chordal_mean(Rs: list[np.ndarray], w: np.ndarray) -> np.ndarray:
@@ -156,21 +158,25 @@ def chordal_mean(Rs: list[np.ndarray], w: np.ndarray) -> np.ndarray:
 
 def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: RelocConfig
          ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """Scale-free query pose from several verified references, or None when not possible.
+    """Query pose from several verified references, robust to the network's scale error.
 
-    Centre: weighted least-squares intersection of the rays ``c_i + s d_i`` from each
-    reference centre ``c_i`` along the (scale-free) direction ``d_i`` to the query, weights
-    ``inliers_i / baseline_i^2`` (a direction error moves the point by baseline x angle).
-    Rotation: inlier-weighted chordal mean of the per-reference rotations (those agreeing
-    with the best within ``max_rotation_disagreement_deg``).
-    Covariance: translation ``(sum_i P_i / sigma_i^2)^-1`` with ``P_i = I - d_i d_i^T`` and
-    ``sigma_i^2`` the per-reference position variance across its ray (from its own
-    covariance, without the scale term) floored by the squared ray residual; rotation: the
-    information-weighted combination of the per-reference rotation covariances.
+    Each reference ``i`` gives the query centre ``p_i = c_i + t_i`` (``c_i`` its centre,
+    ``t_i`` the metric baseline, direction ``d_i``) with a covariance that separates what
+    the scale error does from what it does not: ``Sigma_i = sigma_perp_i^2 (I - d_i d_i^T)
+    + (scale_sigma |t_i|)^2 d_i d_i^T``, where ``sigma_perp_i`` is the across-ray position
+    std (from the pair's own covariance, floored at ``|t_i| direction_sigma_deg``). The
+    fused centre is the information-weighted mean ``(sum Lambda_i)^-1 sum Lambda_i p_i``.
+    With a small ``scale_sigma`` it averages the positions; with a large one it becomes the
+    least-squares intersection of the rays from the reference centres (scale-free). The
+    rotation is the inlier-weighted chordal mean.
 
-    Returns (T_map_cam, covariance, ids used), or None (fewer than two usable rays, rays
-    spanning less than ``min_fusion_angle_deg``, intersection behind a reference, or the
-    fused centre far from the best single answer: ``max_fusion_scale_deviation``).
+    Only references whose rotation agrees with the best one (``max_rotation_disagreement_deg``)
+    and with a baseline above ``min_baseline_for_direction_m`` take part.
+
+    Returns (T_map_cam, covariance (6, 6), ids used), or None (fewer than two usable
+    references, or the fused centre further than ``max_fusion_scale_deviation`` x baseline
+    from the best single answer: then the references disagree and the best single answer
+    stands).
     """
     best = sols[0]
     use = [s for s in sols
@@ -183,19 +189,21 @@ def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: Reloc
     ts = np.stack([T_map_refs[s.ref_id][:3, :3] @ s.T_ref_cam[:3, 3] for s in use])  # (n, 3)
     dist = np.linalg.norm(ts, axis=1)
     ds = ts / dist[:, None]
-    span = max(_angle_between_deg(ds[i], ds[j]) for i in range(len(use)) for j in range(i))
-    if span < cfg.min_fusion_angle_deg:
-        return None
-    w = np.array([s.num_inliers for s in use], dtype=np.float64) / dist ** 2
     P = np.eye(3)[None] - ds[:, :, None] * ds[:, None, :]                            # (n, 3, 3)
-    A = np.einsum("n,nij->ij", w, P)
-    b = np.einsum("n,nij,nj->i", w, P, cs)
-    if np.linalg.cond(A) > 1e8:
+    info = np.zeros((3, 3))
+    rhs = np.zeros(3)
+    for s, Pi, ci, ti, di, dd in zip(use, P, cs, ts, ds, dist):
+        cov_t = s.covariance[:3, :3] - cfg.scale_sigma ** 2 * np.outer(ti, ti)
+        perp = max(float(np.trace(Pi @ cov_t @ Pi)) / 2.0,
+                   (dd * math.radians(cfg.direction_sigma_deg)) ** 2, 1e-12)
+        along = max((cfg.scale_sigma * dd) ** 2, 1e-12)
+        Li = Pi / perp + np.outer(di, di) / along
+        info += Li
+        rhs += Li @ (ci + ti)
+    if np.linalg.cond(info) > 1e10:
         return None
-    c = np.linalg.solve(A, b)
-    along = np.einsum("ni,ni->n", c[None] - cs, ds)
-    if np.any(along <= 0):
-        return None
+    cov_t = np.linalg.inv(info)
+    c = cov_t @ rhs
     c_best = best.T_map_cam[:3, 3]
     baseline_best = np.linalg.norm(c_best - T_map_refs[best.ref_id][:3, 3])
     if np.linalg.norm(c - c_best) > cfg.max_fusion_scale_deviation * baseline_best:
@@ -204,17 +212,9 @@ def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: Reloc
         return None
     R = chordal_mean([s.T_map_cam[:3, :3] for s in use],
                      np.array([s.num_inliers for s in use], dtype=np.float64))
-    # covariance
-    info_t = np.zeros((3, 3))
-    info_r = np.zeros((3, 3))
-    for s, Pi, ci, di, dd in zip(use, P, cs, ds, dist):
-        cov_t = s.covariance[:3, :3] - cfg.scale_sigma ** 2 * np.outer(di, di) * dd ** 2
-        perp = float(np.trace(Pi @ cov_t @ Pi)) / 2.0
-        resid = float(np.sum((Pi @ (c - ci)) ** 2))
-        info_t += Pi / max(perp, resid, 1e-12)
-        info_r += np.linalg.inv(s.covariance[3:, 3:] + np.eye(3) * 1e-15)
+    info_r = sum(np.linalg.inv(s.covariance[3:, 3:] + np.eye(3) * 1e-15) for s in use)
     cov = np.zeros((6, 6))
-    cov[:3, :3] = np.linalg.inv(info_t + np.eye(3) * 1e-12)
+    cov[:3, :3] = cov_t
     cov[3:, 3:] = np.linalg.inv(info_r)
     cov = 0.5 * (cov + cov.T)
     T = np.eye(4)

@@ -50,16 +50,17 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
 
 
 def camera_info_to_K(msg: CameraInfo | None) -> np.ndarray | None:
-    """3x3 intrinsics from ``CameraInfo``, or None when unknown (absent or all-zero K).
+    """3x3 intrinsics from ``CameraInfo``, or None when unknown (absent, all-zero or all-NaN K:
+    the conventions for "no calibration").
 
     Raises:
-        ValueError: K has NaN/inf, a non-positive focal length, or a malformed last row
-            (checked by ``mast3r_ros.geometry.check_K``).
+        ValueError: K is partly NaN/inf, has a non-positive focal length, or a malformed last
+            row (checked by ``mast3r_ros.geometry.check_K``).
     """
     if msg is None:
         return None
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if not np.any(K):
+    if not np.any(K) or np.all(np.isnan(K)):
         return None
     return check_K(K, "camera_info.k")
 
@@ -109,8 +110,67 @@ def pose_with_covariance(T: np.ndarray, covariance: np.ndarray | None, header=No
     if header is not None:
         msg.header = header
     msg.pose.pose = matrix_to_pose(T)
-    cov = np.zeros((6, 6)) if covariance is None else np.asarray(covariance, dtype=np.float64)
+    msg.pose.covariance = covariance_to_list(covariance)
+    return msg
+
+
+def stamp_ns(stamp) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int):
+    """Integer nanoseconds (>= 0) -> ``builtin_interfaces/Time``."""
+    from builtin_interfaces.msg import Time
+
+    sec, nsec = divmod(int(ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nsec)
+
+
+def covariance_to_list(covariance: np.ndarray | None) -> list[float]:
+    """6x6 covariance (ROS order x, y, z, rx, ry, rz) -> the 36 row-major floats of a message;
+    None -> all zeros ("unknown"). Raises ValueError on a wrong shape or non-finite entries."""
+    if covariance is None:
+        return [0.0] * 36
+    cov = np.asarray(covariance, dtype=np.float64)
     if cov.shape != (6, 6):
         raise ValueError(f"covariance must be 6x6, got {cov.shape}")
-    msg.pose.covariance = cov.ravel().tolist()
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("covariance has non-finite entries")
+    return cov.ravel().tolist()
+
+
+def keyframe_msg(kf_id: str, T_map_cam: np.ndarray, K: np.ndarray | None, *, stamp_ns: int | None,
+                 map_frame: str, width: int = 0, height: int = 0, intrinsics_estimated: bool = False,
+                 num_points: int = 0):
+    """A ``mast3r_ros/Keyframe`` (header: image stamp, map frame; K absent -> all-zero k)."""
+    from mast3r_ros.msg import Keyframe
+
+    msg = Keyframe()
+    msg.header.stamp = ns_to_stamp(stamp_ns or 0)
+    msg.header.frame_id = map_frame
+    msg.id = str(kf_id)
+    msg.pose = matrix_to_pose(T_map_cam)
+    if K is not None:
+        msg.camera_info = K_to_camera_info(K, width, height)
+    msg.intrinsics_estimated = bool(intrinsics_estimated)
+    msg.num_points = int(num_points)
     return msg
+
+
+def path_msg(poses, map_frame: str, stamp=None):
+    """``nav_msgs/Path`` in ``map_frame`` from ``[(stamp_ns, T_map_cam), ...]``."""
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Path
+
+    path = Path()
+    path.header.frame_id = map_frame
+    if stamp is not None:
+        path.header.stamp = stamp
+    for s, T in poses:
+        ps = PoseStamped()
+        ps.header.frame_id = map_frame
+        ps.header.stamp = ns_to_stamp(s or 0)
+        ps.pose = matrix_to_pose(T)
+        path.poses.append(ps)
+    return path

@@ -24,16 +24,18 @@ class PlaceDescriptor:
     """Callable: (h, w, 3) world points + (h, w, D) surface descriptors -> (PLACE_DIM + D,)."""
 
     def __init__(self, seed: int, dim: int = PLACE_DIM, sigma_m: float = PLACE_SIGMA_M,
-                 stride: int = 2) -> None:
-        if dim < 1 or not sigma_m > 0 or stride < 1:
-            raise ValueError(f"need dim >= 1, sigma_m > 0, stride >= 1; got {dim}, {sigma_m}, {stride}")
+                 max_points: int = 2000) -> None:
+        if dim < 1 or not sigma_m > 0 or max_points < 1:
+            raise ValueError(f"need dim >= 1, sigma_m > 0, max_points >= 1; got {dim}, {sigma_m}, "
+                             f"{max_points}")
         rng = np.random.default_rng([int(seed), 0x91ACE])
         self.W = rng.normal(0.0, 1.0 / sigma_m, size=(dim, 3))  # (P, 3) rad / metre
         self.b = rng.uniform(0.0, 2 * np.pi, dim)               # (P,)
-        self.stride = stride
+        self.max_points = max_points
 
     def __call__(self, world: np.ndarray, desc: np.ndarray) -> np.ndarray:
-        s = self.stride
+        h, w = np.shape(world)[:2]
+        s = max(1, int(round(np.sqrt(h * w / self.max_points))))  # a regular subsample
         pts = np.asarray(world, dtype=np.float64)[::s, ::s].reshape(-1, 3)   # (n, 3)
         d = np.asarray(desc, dtype=np.float64)[::s, ::s].reshape(len(pts), -1)  # (n, D)
         ok = np.all(np.isfinite(pts), axis=1)
