@@ -128,6 +128,7 @@ class SlamNode(Node):
         self._state_lock = threading.Lock()   # odom/path bookkeeping
         self._reset_bookkeeping()
         self._K_info: np.ndarray | None = None
+        self._info_event = threading.Event()   # set by the first camera_info
         self._info_size: tuple[int, int] | None = None
         self.queue = LatestFrameQueue(self.opts.queue_depth)
         self.frames_processed = 0   # frames tracked and published
@@ -248,6 +249,10 @@ class SlamNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         if not self.opts.use_camera_info:
             return
+        self._on_camera_info_K(msg)
+        self._info_event.set()
+
+    def _on_camera_info_K(self, msg: CameraInfo) -> None:
         K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
         if not np.any(K) or np.isnan(K).any():
             self._warn_once("camera_info unknown K", "camera_info has a K of zeros or NaN: "
@@ -299,6 +304,12 @@ class SlamNode(Node):
                             f"({msg.width}x{msg.height} {msg.encoding!r}): {exc}")
             return
         stamp_ns = stamp_ns_of(msg.header.stamp)
+        if self.opts.use_camera_info and not self._info_event.is_set():
+            # the first image may overtake the first camera_info (another topic): wait a
+            # moment rather than fix estimated intrinsics for the whole run
+            if not self._info_event.wait(timeout=1.0):
+                self._warn_once("no camera_info", "no camera_info within 1 s of the first "
+                                "image: intrinsics are estimated from the pointmaps")
         K = self._K_for(rgb.shape[1], rgb.shape[0]) if self.opts.use_camera_info else None
         t0 = time.perf_counter()
         with self._engine_lock:
@@ -537,11 +548,21 @@ class SlamNode(Node):
 
     # ------------------------------------------------------------------ shutdown
     def destroy_node(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # shutting down already: a second SIGINT (a process group's, then launch's
+            # forwarded one) must not interrupt the clean-up with a traceback
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if hasattr(self, "_worker"):
             self._stop.set()
             self.queue.close()
-            if self._worker.is_alive():
-                self._worker.join(timeout=30)
+            for _ in range(3):   # SIGINT may come twice (the group's, then launch's)
+                try:
+                    self._worker.join(timeout=30)
+                    break
+                except KeyboardInterrupt:
+                    continue
         super().destroy_node()
 
 
