@@ -60,10 +60,12 @@ def ensure_bag(frames: int, width: int, height: int, seed: int, cache: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mast3r_ros.ros.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, default=120, help="frames of the synthetic walk")
+    p.add_argument("--frames", type=int, default=100, help="frames of the synthetic walk")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--height", type=int, default=192)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128,
+                   help="network input long side (multiple of 16; 512 = the checkpoint's)")
     p.add_argument("--out", default="demo_output", help="output folder")
     p.add_argument("--checkpoint", default=os.environ.get("MAST3R_CHECKPOINT", ""),
                    help="MASt3R checkpoint (default: $MAST3R_CHECKPOINT; none = simulator)")
@@ -89,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] error: checkpoint {args.checkpoint!r} not found", file=sys.stderr)
             return 2
         engine = "network (MASt3R from %s)" % args.checkpoint
-        params = {"engine": "network", "checkpoint": args.checkpoint, "device": args.device}
+        params = {"engine": "network", "checkpoint": args.checkpoint, "device": args.device,
+                  "image_size": args.size}
     else:
         engine = ("SIMULATOR: no checkpoint given, so the network-output simulator answers "
                   "from the bag's ground truth (realistic noise). These are NOT MASt3R results; "
                   "set MAST3R_CHECKPOINT=/path/to/checkpoint.pth to run the network")
         params = {"engine": "simulator", "simulator_bag": str(bag), "device": args.device or "cpu",
-                  "image_size": max(args.width, args.height) // 16 * 16}
+                  "image_size": args.size}
     print(f"[demo] engine: {engine}")
     print(f"[demo] playing {len(seq)} frames through slam_node (in-process, real rclpy) ...")
     t = time.perf_counter()
