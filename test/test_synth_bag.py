@@ -90,7 +90,9 @@ def test_mcap_reads_independently_with_mcap_ros2(sequence, tmp_path):
             continue
         if topic == TOPICS.tf:
             header, = (tf.header for tf in msg.transforms)
-            assert msg.transforms[0].child_frame_id == "camera_optical_frame"
+            # ground truth on its own frames, never the map -> camera link localizers publish
+            tf, = msg.transforms
+            assert (tf.header.frame_id, tf.child_frame_id) == ("gt_world", "gt_camera")
         else:
             header = msg.header
         stamp = header.stamp.sec * 10**9 + header.stamp.nanosec
@@ -110,13 +112,27 @@ def test_mcap_reads_independently_with_mcap_ros2(sequence, tmp_path):
             np.testing.assert_array_equal(np.array(msg.k).reshape(3, 3), frame.K)
             assert msg.distortion_model == "plumb_bob"
         elif topic == TOPICS.pose:
-            assert header.frame_id == "map"
+            assert header.frame_id == "gt_world"
             p = msg.pose.position
             np.testing.assert_allclose([p.x, p.y, p.z], frame.T_world_cam[:3, 3], atol=1e-12)
     assert counts == {TOPICS.image: N, TOPICS.camera_info: N, TOPICS.depth: N, TOPICS.tf: N,
                       TOPICS.pose: N, TOPICS.info: 1}
     for topic, s in stamps.items():
         assert s == _expected_stamps(sequence), topic
+
+
+def test_read_bag_takes_ground_truth_from_tf_alone_new_and_legacy_frames(sequence, tmp_path):
+    """Without the pose topic, ground truth comes from /tf: the gt_world -> gt_camera link,
+    or the map -> camera_optical_frame link of bags written before the move."""
+    for name, topics in (("new", BagTopics(pose="/elsewhere/pose")),
+                         ("legacy", BagTopics(pose="/elsewhere/pose", gt_world_frame="map",
+                                              gt_camera_frame="camera_optical_frame"))):
+        bag = write_bag(sequence, tmp_path / name, topics=topics)
+        back = read_bag(bag)  # default topics: /ground_truth/pose is absent
+        np.testing.assert_allclose(back.poses, sequence.poses, atol=1e-12)
+    other = write_bag(sequence, tmp_path / "other",
+                      topics=BagTopics(pose="/elsewhere/pose", gt_world_frame="odom"))
+    assert all(f.T_world_cam is None for f in read_bag(other).frames)  # no gt link: no pose
 
 
 def test_dataset_writes_groundtruth_tum_beside_the_bag(sequence, tmp_path):

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "match": ("mast3r_ros.cli.match", "match two images (or an infer .npz) with fast reciprocal matching"),
     "bench-match": ("mast3r_ros.cli.bench_match", "time FRM vs dense mutual NN (and PnP solvers) on CPU/GPU"),
     "synth": ("mast3r_ros.cli.synth", "render a synthetic scene into a rosbag2 + groundtruth.tum"),
+    "slam": ("mast3r_ros.cli.slam", "track a rosbag2 offline: trajectory, keyframes, point cloud, status"),
     "eval": ("mast3r_ros.cli.eval", "ATE/RPE of a TUM trajectory against ground truth, with a plot"),
     "infer": ("mast3r_ros.cli.infer", "run MASt3R on an image pair and write an .npz"),
     "convert": ("mast3r_ros.cli.convert", "convert a MASt3R .pth checkpoint to .safetensors"),

@@ -7,8 +7,11 @@ and bag receive time alike):
   colour encoding of ``mast3r_ros.image_codec`` is read).
 - ``/camera/camera_info``: ``sensor_msgs/msg/CameraInfo`` (plumb_bob, zero distortion).
 - ``/camera/depth/image_raw``: ``sensor_msgs/msg/Image`` 32FC1, metres (camera z).
-- ``/tf``: ``tf2_msgs/msg/TFMessage`` with ``map -> camera_optical_frame`` (ground truth).
-- ``/ground_truth/pose``: ``geometry_msgs/msg/PoseStamped`` in ``map``, the same pose.
+- ``/tf``: ``tf2_msgs/msg/TFMessage`` with ``gt_world -> gt_camera`` (ground truth). Its own
+  frames, on purpose: ``map -> camera_optical_frame`` is what a localizer publishes, and a
+  replayed bag must not fight the nodes under test over that link. (Bags written before this
+  change carry ``map -> camera_optical_frame``; ``read_bag`` still reads them.)
+- ``/ground_truth/pose``: ``geometry_msgs/msg/PoseStamped`` in ``gt_world``, the same pose.
 - ``/synth/info``: one ``std_msgs/msg/String`` with the JSON settings that made the bag.
 
 Header frame of images and camera info: ``camera_optical_frame`` (OpenCV optical frame).
@@ -65,8 +68,12 @@ class BagTopics:
     tf: str = "/tf"
     pose: str = "/ground_truth/pose"
     info: str = "/synth/info"
-    map_frame: str = "map"
-    camera_frame: str = "camera_optical_frame"
+    camera_frame: str = "camera_optical_frame"   # header frame of images and camera info
+    gt_world_frame: str = "gt_world"             # ground truth: parent frame on /tf and pose
+    gt_camera_frame: str = "gt_camera"           # ground truth: camera frame on /tf
+    # ground truth as bags before the move wrote it on /tf (read only; it collides with what
+    # localizers publish, so it is never written any more)
+    legacy_map_frame: str = "map"
 
 
 _TYPES = {
@@ -117,12 +124,12 @@ def frame_messages(ts, frame: SyntheticFrame, encoding: ImageEncoding, topics: B
             data=np.frombuffer(depth, dtype=np.uint8))
     if frame.T_world_cam is not None:
         (x, y, z), q = T_to_pose(frame.T_world_cam)  # quaternion xyzw, ROS order
-        map_hdr = _header(ts, frame.stamp_ns, topics.map_frame)
+        map_hdr = _header(ts, frame.stamp_ns, topics.gt_world_frame)
         Vec, Quat = T["geometry_msgs/msg/Vector3"], T["geometry_msgs/msg/Quaternion"]
         Point = T["geometry_msgs/msg/Point"]
         quat = Quat(x=q[0], y=q[1], z=q[2], w=q[3])
         tfs = T["geometry_msgs/msg/TransformStamped"](
-            header=map_hdr, child_frame_id=topics.camera_frame,
+            header=map_hdr, child_frame_id=topics.gt_camera_frame,
             transform=T["geometry_msgs/msg/Transform"](
                 translation=Vec(x=x, y=y, z=z),
                 rotation=quat))
@@ -239,6 +246,9 @@ def iter_bag(bag_dir: str | Path, topics: BagTopics = BagTopics(), *, max_pendin
                 raise ValueError(f"bag {bag_dir} has no topic {need}; it has {sorted(by_topic)}")
         _check_topic_types(bag_dir, by_topic, topics)
         use_pose = topics.pose in by_topic
+        # ground truth on /tf: our own frames, or the link older bags used
+        gt_links = {(topics.gt_world_frame, topics.gt_camera_frame),
+                    (topics.legacy_map_frame, topics.camera_frame)}
         need = {"image", "info"} | ({"depth"} if topics.depth in by_topic else set()) | (
             {"pose"} if use_pose or topics.tf in by_topic else set())
         wanted = [c for c in reader.connections
@@ -279,8 +289,7 @@ def iter_bag(bag_dir: str | Path, topics: BagTopics = BagTopics(), *, max_pendin
                 if use_pose:
                     continue
                 for tf in msg.transforms:
-                    if (tf.header.frame_id == topics.map_frame
-                            and tf.child_frame_id == topics.camera_frame):
+                    if (tf.header.frame_id, tf.child_frame_id) in gt_links:
                         t, q = tf.transform.translation, tf.transform.rotation
                         pending.setdefault(_stamp_ns(tf.header), {})["pose"] = pose_to_T(
                             [t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
@@ -318,7 +327,8 @@ def read_bag(bag_dir: str | Path, topics: BagTopics = BagTopics(), *,
 
     Images, camera info, depth and ground-truth poses are joined by header stamp; depth
     and poses are None when the bag lacks those topics. Pose comes from ``topics.pose``,
-    else from ``/tf`` (``map_frame -> camera_frame``). K is checked (``check_K``), topics
+    else from ``/tf`` (``gt_world_frame -> gt_camera_frame``, or in older bags
+    ``legacy_map_frame -> camera_frame``). K is checked (``check_K``), topics
     must carry the expected message types, distorted images are undistorted. The frames
     held may not exceed ``max_bytes`` (default ``limits.MAX_BAG_BYTES``): stream long bags
     with ``iter_bag`` instead.

@@ -1,0 +1,364 @@
+"""``SlamSystem``: tracker + relocalization (+ an optional mapper) on ONE engine.
+
+Used by both ``mast3r-ros slam --bag`` and ``slam_node`` (so both give the same trajectory).
+Thread-safe: one internal lock serialises ``process`` and the service-like calls (reset,
+set_pose, keyframes, save/load), as a multi-threaded ROS executor needs.
+
+States (``TrackingState``): the first frame becomes the first keyframe (INITIALIZING, pose =
+the initial pose); then TRACKING while frame-to-keyframe tracking holds; LOST when it fails
+(no pose for that frame); while lost every frame is relocalized against the keyframes ->
+RELOCALIZED (pose from relocalization), then TRACKING against the keyframe it was found in.
+
+Trajectory: every frame with a pose is stored as (stamp, keyframe, ``T_kf_cam``) — small
+arrays — so ``trajectory()`` follows keyframe corrections (mapper, ``set_pose``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+from mast3r_ros.config import config_from_dict
+from mast3r_ros.geometry import check_T
+
+from .tracker import Tracker, TrackerConfig, TrackOutcome
+from .types import FrameResult, Keyframe, TrackingState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SlamConfig", "SlamSystem"]
+
+
+@dataclass(frozen=True)
+class SlamConfig:
+    """Settings of ``SlamSystem``: ``tracker`` (``TrackerConfig`` or a dict) and ``reloc``
+    (the relocalization core's config as a dict, or None for its defaults)."""
+
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # tracking settings
+    reloc: Any = None  # relocalization settings (dict / RelocConfig), None = defaults
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tracker, Mapping):
+            object.__setattr__(self, "tracker", TrackerConfig.from_dict(self.tracker))
+        if not isinstance(self.tracker, TrackerConfig):
+            raise ValueError(f"tracker must be a TrackerConfig or dict, got {type(self.tracker).__name__}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SlamConfig":
+        """Build from a dict ({"tracker": {...}, "reloc": {...}}), rejecting unknown keys."""
+        return config_from_dict(cls, data)
+
+
+def _confidence(num_inliers: int, num_matches: int, min_inliers: int) -> float:
+    if num_matches <= 0:
+        return 0.0
+    return float(min(1.0, num_inliers / num_matches) * min(1.0, num_inliers / (3.0 * min_inliers)))
+
+
+class SlamSystem:
+    """Tracking, relocalization and (optionally) mapping on one ``PairEngine``.
+
+    Args:
+        engine: the one engine of the process (network or simulator).
+        config: ``SlamConfig`` (or a ``TrackerConfig``, or None for defaults).
+        mapper: optional mapper (``add_keyframe(kf) -> MapUpdate``); None = tracking only,
+            keyframe poses stay as tracked.
+        localization_only: never add keyframes nor change them (track against a loaded
+            map; when a keyframe would be due, switch to the nearest existing keyframe).
+    """
+
+    def __init__(self, engine, config: SlamConfig | TrackerConfig | None = None, *,
+                 mapper=None, localization_only: bool = False) -> None:
+        if config is None:
+            config = SlamConfig()
+        elif isinstance(config, TrackerConfig):
+            config = SlamConfig(tracker=config)
+        elif not isinstance(config, SlamConfig):
+            raise ValueError(f"config must be a SlamConfig or TrackerConfig, got {type(config).__name__}")
+        self.engine = engine
+        self.config = config
+        self.mapper = mapper
+        self.localization_only = bool(localization_only)
+        self.tracker = Tracker(engine, config.tracker)
+        self.relocalizer = self._make_relocalizer()
+        self._lock = threading.RLock()
+        self._init_pose = np.eye(4)
+        self._clear()
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_relocalizer(self):
+        """The relocalization core when available (branch ``reloc``), else None: the
+        built-in fallback (``_relocalize_builtin``) tries keyframes in turn."""
+        try:
+            from mast3r_ros.reloc import RelocConfig, Relocalizer  # noqa: F401
+        except ImportError:
+            return None
+        rc = self.config.reloc
+        if rc is None:
+            rc = RelocConfig()
+        elif isinstance(rc, Mapping):
+            rc = RelocConfig.from_dict(rc)
+        return Relocalizer(self.engine, rc)
+
+    def _clear(self) -> None:
+        self.state = TrackingState.INITIALIZING
+        self._current: Keyframe | None = None
+        self._use_frm_next = True
+        self._last_T_map_cam: np.ndarray | None = None
+        self._traj_stamps: list[int] = []
+        self._traj_kf: list[Keyframe] = []
+        self._traj_T: list[np.ndarray] = []
+        self._reloc_cursor = 0
+        self.counts = {"frames": 0, "lost": 0, "relocalized": 0, "keyframes": 0}
+
+    # ------------------------------------------------------------------ API
+
+    def process(self, image: np.ndarray, stamp_ns: int, K: np.ndarray | None = None, *,
+                frame_id: str | None = None) -> FrameResult:
+        """Track one frame.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            stamp_ns: image stamp in nanoseconds (the trajectory key).
+            K: (3, 3) intrinsics at the image's resolution, or None (zeros / NaN count as
+                None): estimated from the first keyframe's pointmap, then fixed.
+            frame_id: passed to ``engine.encode`` (the simulator finds its frame by it).
+
+        Returns:
+            ``FrameResult``.
+
+        Raises:
+            ValueError: not an (H, W, 3) uint8 image.
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        with self._lock:
+            t0 = time.perf_counter()
+            timings: dict[str, float] = {}
+            t = time.perf_counter()
+            view = self.engine.encode(image, frame_id=frame_id)
+            timings["encode"] = (time.perf_counter() - t) * 1e3
+            K_use, estimated = self.tracker.camera_K(K)
+            self.counts["frames"] += 1
+            if not self.tracker.keyframes:
+                res = self._initialize(view, image, stamp_ns, K_use)
+            elif self.state is TrackingState.LOST or self._current is None:
+                res = self._relocalize(view, image, stamp_ns, K_use, estimated, timings)
+            else:
+                res = self._track(view, image, stamp_ns, K_use, estimated, timings)
+            res.timings_ms = {**timings, **res.timings_ms,
+                              "total": (time.perf_counter() - t0) * 1e3}
+            self.state = res.state
+            if res.state is TrackingState.LOST:
+                self.counts["lost"] += 1
+            elif res.state is TrackingState.RELOCALIZED:
+                self.counts["relocalized"] += 1
+            return res
+
+    def reset(self) -> None:
+        """Forget keyframes, trajectory, estimated intrinsics and references."""
+        with self._lock:
+            self.tracker.reset()
+            if self.relocalizer is not None:
+                self.relocalizer.reset()
+            self._clear()
+
+    def set_pose(self, T_map_cam: np.ndarray) -> None:
+        """Declare the current camera pose: the whole map (keyframes, trajectory) is moved
+        rigidly so the last tracked frame has this pose; before the first frame it is the
+        initial pose."""
+        T = check_T(T_map_cam, "T_map_cam")
+        with self._lock:
+            if self._last_T_map_cam is None or not self.tracker.keyframes:
+                self._init_pose = T.copy()
+                return
+            C = T @ np.linalg.inv(self._last_T_map_cam)
+            for kf in self.tracker.keyframes:
+                kf.T_map_cam = C @ kf.T_map_cam
+            self._last_T_map_cam = T.copy()
+            self._sync_references(self.tracker.keyframes)
+
+    def keyframes(self) -> list[Keyframe]:
+        """The keyframes (a new list; the objects are shared)."""
+        with self._lock:
+            return list(self.tracker.keyframes)
+
+    def trajectory(self) -> list[tuple[int, np.ndarray]]:
+        """Every frame that got a pose: (stamp_ns, (4, 4) T_map_cam), after corrections."""
+        with self._lock:
+            return [(s, kf.T_map_cam @ T) for s, kf, T in
+                    zip(self._traj_stamps, self._traj_kf, self._traj_T)]
+
+    def save_map(self, path, overwrite: bool = False) -> int:
+        """Save the keyframes (see ``slam.map_io``); returns how many were saved."""
+        from .map_io import save_keyframes
+
+        with self._lock:
+            return save_keyframes(self, path, overwrite=overwrite)
+
+    def load_map(self, path) -> int:
+        """Replace the map by the keyframes saved at ``path``; tracking then starts by
+        relocalizing against them. Returns how many were loaded."""
+        from .map_io import load_keyframes
+
+        with self._lock:
+            return load_keyframes(self, path)
+
+    # ------------------------------------------------------------------ steps
+
+    def _record(self, stamp_ns: int, kf: Keyframe, T_kf_cam: np.ndarray) -> np.ndarray:
+        self._traj_stamps.append(int(stamp_ns))
+        self._traj_kf.append(kf)
+        self._traj_T.append(np.asarray(T_kf_cam, dtype=np.float64))
+        T_map_cam = kf.T_map_cam @ T_kf_cam
+        self._last_T_map_cam = T_map_cam
+        return T_map_cam
+
+    def _initialize(self, view, image, stamp_ns, K) -> FrameResult:
+        kf = self.tracker.initialize(view, image, stamp_ns, self._init_pose, K)
+        self._current = kf
+        self._use_frm_next = True
+        self._on_new_keyframe(kf)
+        T = self._record(stamp_ns, kf, np.eye(4))
+        return FrameResult(stamp_ns, TrackingState.INITIALIZING, T, kf.id, new_keyframe=kf,
+                           K=kf.K, intrinsics_estimated=kf.intrinsics_estimated,
+                           confidence=1.0)
+
+    def _track(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
+        cfg = self.config.tracker
+        kf = self._current
+        assert kf is not None
+        out = self.tracker.track(kf, view, K, use_frm=self._use_frm_next)
+        timings.update(out.timings_ms)
+        if out.pose is None:
+            log.info("tracking lost at %d: %s", stamp_ns, out.message)
+            self._reloc_cursor = 0
+            return FrameResult(stamp_ns, TrackingState.LOST, None, kf.id, out.num_matches, 0,
+                               0.0, 0.0, K=K, intrinsics_estimated=estimated, matcher=out.matcher)
+        self._use_frm_next = False
+        T_map_cam = self._record(stamp_ns, kf, out.pose.T_kf_cam)
+        t = time.perf_counter()
+        new_kf = None
+        if not self.localization_only:
+            self.tracker.fuse(out)
+            if self.tracker.keyframe_due(out):
+                new_kf = self.tracker.keyframe_from(out, view, image, stamp_ns, T_map_cam, K,
+                                                    estimated)
+                self._current = new_kf
+                self._use_frm_next = False
+                self._on_new_keyframe(new_kf)
+                T_map_cam = new_kf.T_map_cam
+                # the frame is the keyframe: re-anchor its trajectory entry on it
+                self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
+        elif self.tracker.keyframe_due(out):
+            self._current = self._nearest_keyframe(T_map_cam)
+        timings["fuse"] = (time.perf_counter() - t) * 1e3
+        n, ni = out.num_matches, out.num_inliers
+        return FrameResult(stamp_ns, TrackingState.TRACKING, T_map_cam, kf.id, n, ni,
+                           ni / n if n else 0.0, _confidence(ni, n, cfg.min_inliers), new_kf,
+                           K=K, intrinsics_estimated=estimated, matcher=out.matcher)
+
+    def _nearest_keyframe(self, T_map_cam: np.ndarray) -> Keyframe:
+        kfs = self.tracker.keyframes
+        d = [np.linalg.norm(k.T_map_cam[:3, 3] - T_map_cam[:3, 3]) / max(k.median_depth, 1e-3)
+             + (1.0 - float(np.dot(k.T_map_cam[:3, 2], T_map_cam[:3, 2]))) for k in kfs]
+        return kfs[int(np.argmin(d))]
+
+    def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
+        t = time.perf_counter()
+        if K is None:  # loaded map without camera info: take the keyframes' intrinsics
+            K = self.tracker.keyframes[0].K
+            estimated = True
+        found = self._relocalize_core(view, image, K) if self.relocalizer is not None \
+            else self._relocalize_builtin(view, K)
+        timings["reloc"] = (time.perf_counter() - t) * 1e3
+        if found is None:
+            return FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K,
+                               intrinsics_estimated=estimated)
+        kf, T_kf_cam, n, ni = found
+        self._current = kf
+        self._use_frm_next = True
+        T_map_cam = self._record(stamp_ns, kf, T_kf_cam)
+        log.info("relocalized at %d against %s (%d/%d inliers)", stamp_ns, kf.id, ni, n)
+        return FrameResult(stamp_ns, TrackingState.RELOCALIZED, T_map_cam, kf.id, n, ni,
+                           ni / n if n else 0.0,
+                           _confidence(ni, n, self.config.tracker.min_inliers),
+                           K=K, intrinsics_estimated=estimated, matcher="frm")
+
+    def _relocalize_builtin(self, view, K) -> tuple[Keyframe, np.ndarray, int, int] | None:
+        """Try a few keyframes per frame (the last tracked one first, then round robin over
+        the newest-first list) with FRM + the tracker's pose; best by inliers."""
+        cfg = self.config.tracker
+        kfs = self.tracker.keyframes[::-1]
+        cands: list[Keyframe] = []
+        if self._current is not None:
+            cands.append(self._current)
+        while len(cands) < min(cfg.reloc_max_candidates, len(kfs)):
+            k = kfs[self._reloc_cursor % len(kfs)]
+            self._reloc_cursor += 1
+            if k not in cands:
+                cands.append(k)
+        best: TrackOutcome | None = None
+        for kf in cands:
+            out = self.tracker.track(kf, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers)
+            if out.pose is not None and (best is None or out.num_inliers > best.num_inliers):
+                best = out
+        if best is None or best.pose is None:
+            return None
+        return best.keyframe, best.pose.T_kf_cam, best.num_matches, best.num_inliers
+
+    def _relocalize_core(self, view, image, K) -> tuple[Keyframe, np.ndarray, int, int] | None:
+        """Relocalization through the relocalization core (its references are the keyframes)."""
+        res = self.relocalizer.relocalize(image, K=K, frame_id=view.frame_id, view=view)
+        if not res.success or res.T_map_cam is None:
+            log.debug("relocalization failed: %s", res.message)
+            return None
+        kf = next((k for k in self.tracker.keyframes if k.id == res.reference_id), None)
+        if kf is None:
+            return None
+        T_kf_cam = np.linalg.inv(kf.T_map_cam) @ res.T_map_cam
+        return kf, T_kf_cam, int(res.num_matches), int(res.num_inliers)
+
+    def _on_new_keyframe(self, kf: Keyframe) -> None:
+        self.counts["keyframes"] = len(self.tracker.keyframes)
+        if self.relocalizer is not None:
+            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
+                                           frame_id=kf.frame_id, view=kf.view)
+        if self.mapper is not None:
+            update = self.mapper.add_keyframe(kf)
+            self._apply_map_update(update)
+
+    def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
+        """A loaded keyframe: register it for relocalization (no mapping)."""
+        if self.relocalizer is not None:
+            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
+                                           frame_id=kf.frame_id, view=kf.view)
+
+    def _apply_map_update(self, update) -> None:
+        """Apply the mapper's corrected keyframe poses ({kf id: (4, 4) T_map_cam})."""
+        poses = getattr(update, "poses", None)
+        if poses is None:
+            poses = getattr(update, "T_map_cam", None)
+        if not poses:
+            return
+        changed = []
+        for kf in self.tracker.keyframes:
+            T = poses.get(kf.id)
+            if T is not None:
+                kf.T_map_cam = np.asarray(T, dtype=np.float64)
+                changed.append(kf)
+        self._sync_references(changed)
+
+    def _sync_references(self, kfs: list[Keyframe]) -> None:
+        if self.relocalizer is None:
+            return
+        for kf in kfs:
+            self.relocalizer.remove_reference(kf.id)
+            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
+                                           frame_id=kf.frame_id, view=kf.view)
