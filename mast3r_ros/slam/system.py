@@ -99,8 +99,8 @@ class SlamSystem:
         except ImportError:
             return None
         rc = self.config.reloc
-        if rc is None:
-            rc = RelocConfig()
+        if rc is None:  # SLAM default: verify the 3 best retrieved keyframes (cost per lost frame)
+            rc = RelocConfig(top_k=3)
         elif isinstance(rc, Mapping):
             rc = RelocConfig.from_dict(rc)
         return Relocalizer(self.engine, rc)
@@ -271,12 +271,26 @@ class SlamSystem:
         return kfs[int(np.argmin(d))]
 
     def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
+        """While lost: first the last keyframe (FRM + pose, one decode); if the frame is
+        blank relative to it (``reloc_texture_ratio``) stop there; else the relocalization
+        core (retrieval + verification) or, without it, a few keyframes in turn."""
+        cfg = self.config.tracker
         t = time.perf_counter()
         if K is None:  # loaded map without camera info: take the keyframes' intrinsics
             K = self.tracker.keyframes[0].K
             estimated = True
-        found = self._relocalize_core(view, image, K) if self.relocalizer is not None \
-            else self._relocalize_builtin(view, K)
+        found = None
+        last = self._current or self.tracker.keyframes[-1]
+        out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers)
+        if out.pose is not None:
+            found = (last, out.pose.T_kf_cam, out.num_matches, out.num_inliers)
+        elif out.texture_ratio < cfg.reloc_texture_ratio:
+            log.debug("lost frame %d looks blank (desc_conf ratio %.2f): not relocalizing",
+                      stamp_ns, out.texture_ratio)
+        elif self.relocalizer is not None:
+            found = self._relocalize_core(view, image, K)
+        else:
+            found = self._relocalize_builtin(view, K, exclude=last)
         timings["reloc"] = (time.perf_counter() - t) * 1e3
         if found is None:
             return FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K,
@@ -291,15 +305,14 @@ class SlamSystem:
                            _confidence(ni, n, self.config.tracker.min_inliers),
                            K=K, intrinsics_estimated=estimated, matcher="frm")
 
-    def _relocalize_builtin(self, view, K) -> tuple[Keyframe, np.ndarray, int, int] | None:
-        """Try a few keyframes per frame (the last tracked one first, then round robin over
-        the newest-first list) with FRM + the tracker's pose; best by inliers."""
+    def _relocalize_builtin(self, view, K, exclude: Keyframe | None = None
+                            ) -> tuple[Keyframe, np.ndarray, int, int] | None:
+        """Without the relocalization core: a few keyframes per frame, round robin over the
+        newest-first list, with FRM + the tracker's pose; best by inliers."""
         cfg = self.config.tracker
-        kfs = self.tracker.keyframes[::-1]
+        kfs = [k for k in self.tracker.keyframes[::-1] if k is not exclude]
         cands: list[Keyframe] = []
-        if self._current is not None:
-            cands.append(self._current)
-        while len(cands) < min(cfg.reloc_max_candidates, len(kfs)):
+        while kfs and len(cands) < min(cfg.reloc_max_candidates, len(kfs)):
             k = kfs[self._reloc_cursor % len(kfs)]
             self._reloc_cursor += 1
             if k not in cands:
@@ -329,7 +342,8 @@ class SlamSystem:
         self.counts["keyframes"] = len(self.tracker.keyframes)
         if self.relocalizer is not None:
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)
         if self.mapper is not None:
             update = self.mapper.add_keyframe(kf)
             self._apply_map_update(update)
@@ -338,7 +352,8 @@ class SlamSystem:
         """A loaded keyframe: register it for relocalization (no mapping)."""
         if self.relocalizer is not None:
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)
 
     def _apply_map_update(self, update) -> None:
         """Apply the mapper's corrected keyframe poses ({kf id: (4, 4) T_map_cam})."""
@@ -361,4 +376,5 @@ class SlamSystem:
         for kf in kfs:
             self.relocalizer.remove_reference(kf.id)
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)

@@ -68,6 +68,9 @@ class TrackerConfig:
     jpeg_quality: int = 95  # JPEG quality of stored keyframe images
     reloc_max_candidates: int = 3  # keyframes tried per lost frame (built-in relocalization)
     reloc_min_inliers: int = 60  # inliers needed to accept a relocalization
+    reloc_texture_ratio: float = 0.3  # lost frame whose median desc_conf is below this x the
+    # keyframe's (in the same pair) carries nothing to match (blank view): no further
+    # relocalization attempts on it (0 disables the gate)
 
     def __post_init__(self) -> None:
         if isinstance(self.pose_mode, str):
@@ -118,6 +121,7 @@ class TrackOutcome:
     matcher: str
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    texture_ratio: float = 1.0  # median desc_conf of the frame / of the keyframe (this pair)
 
     @property
     def num_inliers(self) -> int:
@@ -252,7 +256,8 @@ class Tracker:
             except RuntimeError as exc:
                 message = str(exc)
         timings["pose"] = _ms(t)
-        return TrackOutcome(kf, pose, pred, n, matcher, message, timings)
+        ratio = float(v_cam.desc_conf.median() / v_kf.desc_conf.median().clamp_min(1e-12))
+        return TrackOutcome(kf, pose, pred, n, matcher, message, timings, ratio)
 
     def _match(self, pred: PairPrediction, v_cam, v_kf, kf: Keyframe, K_net_cam: np.ndarray,
                sim3: bool, use_frm: bool) -> tuple[torch.Tensor, torch.Tensor]:
