@@ -272,7 +272,7 @@ class SlamSystem:
 
     def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
         """While lost: first the last keyframe (FRM + pose, one decode); if the frame is
-        blank relative to it (``reloc_texture_ratio``) stop there; else the relocalization
+        blank relative to it (``reloc_min_texture``) stop there; else the relocalization
         core (retrieval + verification) or, without it, a few keyframes in turn."""
         cfg = self.config.tracker
         t = time.perf_counter()
@@ -281,12 +281,13 @@ class SlamSystem:
             estimated = True
         found = None
         last = self._current or self.tracker.keyframes[-1]
-        out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers)
+        out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers,
+                                 min_texture=cfg.reloc_min_texture)
         if out.pose is not None:
             found = (last, out.pose.T_kf_cam, out.num_matches, out.num_inliers)
-        elif out.texture_ratio < cfg.reloc_texture_ratio:
-            log.debug("lost frame %d looks blank (desc_conf ratio %.2f): not relocalizing",
-                      stamp_ns, out.texture_ratio)
+        elif out.texture < cfg.reloc_min_texture:
+            log.debug("lost frame %d looks blank (textured fraction %.2f): not relocalizing",
+                      stamp_ns, out.texture)
         elif self.relocalizer is not None:
             found = self._relocalize_core(view, image, K)
         else:

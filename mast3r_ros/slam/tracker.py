@@ -68,8 +68,8 @@ class TrackerConfig:
     jpeg_quality: int = 95  # JPEG quality of stored keyframe images
     reloc_max_candidates: int = 3  # keyframes tried per lost frame (built-in relocalization)
     reloc_min_inliers: int = 60  # inliers needed to accept a relocalization
-    reloc_texture_ratio: float = 0.3  # lost frame whose median desc_conf is below this x the
-    # keyframe's (in the same pair) carries nothing to match (blank view): no further
+    reloc_min_texture: float = 0.1  # a lost frame with less than this fraction of pixels whose
+    # desc_conf reaches 0.3 x the keyframe's 90th percentile (same pair) is blank: no further
     # relocalization attempts on it (0 disables the gate)
 
     def __post_init__(self) -> None:
@@ -121,7 +121,7 @@ class TrackOutcome:
     matcher: str
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
-    texture_ratio: float = 1.0  # median desc_conf of the frame / of the keyframe (this pair)
+    texture: float = 1.0  # fraction of frame pixels with desc_conf >= 0.3 x keyframe's 90th pct
 
     @property
     def num_inliers(self) -> int:
@@ -215,8 +215,11 @@ class Tracker:
     # ------------------------------------------------------------------ tracking
 
     def track(self, kf: Keyframe, view: EncodedView, K: np.ndarray, *, use_frm: bool = False,
-              min_inliers: int | None = None) -> TrackOutcome:
-        """Match and solve the pose of ``view`` against ``kf`` (no state change)."""
+              min_inliers: int | None = None, min_texture: float = 0.0) -> TrackOutcome:
+        """Match and solve the pose of ``view`` against ``kf`` (no state change).
+
+        With ``min_texture`` > 0, a frame whose textured fraction (see ``TrackOutcome``) is
+        below it is not matched at all (a blank view: no pose, message says so)."""
         cfg = self.config
         min_inl = cfg.min_inliers if min_inliers is None else min_inliers
         timings: dict[str, float] = {}
@@ -227,10 +230,16 @@ class Tracker:
         timings["decode"] = _ms(t)
         # "cam" = the frame, "kf" = the keyframe; src/dst of the matcher by mode.
         v_cam, v_kf = (pred.view1, pred.view2) if sim3 else (pred.view2, pred.view1)
+        ref = torch.quantile(v_kf.desc_conf.reshape(-1)[::4].float(), 0.9)
+        texture = float((v_cam.desc_conf >= 0.3 * ref).float().mean())
+        if texture < min_texture:
+            return TrackOutcome(kf, None, pred, 0, "", f"blank view (textured fraction {texture:.2f})",
+                                timings, texture)
         t = time.perf_counter()
         matcher = "frm" if use_frm else "local"
         xy_cam, xy_kf = self._match(pred, v_cam, v_kf, kf, K_net_cam, sim3, use_frm)
-        if not use_frm and xy_cam.shape[0] < 2 * min_inl:
+        if not use_frm and xy_cam.shape[0] < 2 * min_inl and texture >= cfg.reloc_min_texture:
+            # too few local matches on a textured view: FRM fallback (not on blank views)
             matcher = "frm"
             xy_cam, xy_kf = self._match(pred, v_cam, v_kf, kf, K_net_cam, sim3, True)
         n = int(xy_cam.shape[0])
@@ -256,8 +265,7 @@ class Tracker:
             except RuntimeError as exc:
                 message = str(exc)
         timings["pose"] = _ms(t)
-        ratio = float(v_cam.desc_conf.median() / v_kf.desc_conf.median().clamp_min(1e-12))
-        return TrackOutcome(kf, pose, pred, n, matcher, message, timings, ratio)
+        return TrackOutcome(kf, pose, pred, n, matcher, message, timings, texture)
 
     def _match(self, pred: PairPrediction, v_cam, v_kf, kf: Keyframe, K_net_cam: np.ndarray,
                sim3: bool, use_frm: bool) -> tuple[torch.Tensor, torch.Tensor]:
