@@ -33,5 +33,5 @@ class FourierDescriptorField:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """(..., in_dim) coordinates -> (..., D) float32 unit descriptors."""
-        f = np.cos(points @ self.W.T + self.b)
-        return (f / np.linalg.norm(f, axis=-1, keepdims=True)).astype(np.float32)
+        f = np.cos((points @ self.W.T + self.b).astype(np.float32))  # float32 cos: 2-3x faster
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)

@@ -249,13 +249,14 @@ def _sample_bilinear(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
     return top * (1 - fy) + bot * fy
 
 
-def shade(scene: Scene, hits: RayHits) -> np.ndarray:
-    """(N, 3) float32 RGB in [0, 1] of the hit points (textures, tints, Lambertian light).
+def surface_coords(scene: Scene, hits: RayHits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Material and texture coordinates of hit points.
 
-    Raises ValueError if a ray missed (``hits.prim`` < 0).
+    Returns:
+        ``(m, u, v)``: (N,) int64 material index ``prim * 6 + face`` (a sphere uses face 0)
+        and (N,) float64 texture coordinates in texture repeats (the texture tiles with
+        period 1 in both). Rays that hit nothing must not be passed.
     """
-    if (hits.prim < 0).any():
-        raise ValueError("cannot shade rays that hit nothing")
     tab = _tables(scene)
     n = hits.t.shape[0]
     local = _local(tab, hits.point, hits.prim)
@@ -276,6 +277,19 @@ def shade(scene: Scene, hits: RayHits) -> np.ndarray:
     tile = tab.tile[m]
     u = (c * s - si * t) / tile + tab.offset[m, 0]
     v = (si * s + c * t) / tile + tab.offset[m, 1]
+    return m, u, v
+
+
+def shade(scene: Scene, hits: RayHits) -> np.ndarray:
+    """(N, 3) float32 RGB in [0, 1] of the hit points (textures, tints, Lambertian light).
+
+    Raises ValueError if a ray missed (``hits.prim`` < 0).
+    """
+    if (hits.prim < 0).any():
+        raise ValueError("cannot shade rays that hit nothing")
+    tab = _tables(scene)
+    n = hits.t.shape[0]
+    m, u, v = surface_coords(scene, hits)
     tex_id = tab.tex[m]
     color = np.ones((n, 3), dtype=np.float32)
     for k in np.unique(tex_id):

@@ -32,9 +32,12 @@ Noise is deterministic per (``seed``, frame index 1, frame index 2).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -53,16 +56,55 @@ log = logging.getLogger(__name__)
 
 
 
+class SimulatorProfile(Enum):
+    """Named noise profiles of the simulator (``SimulatorConfig.profile``); sources in
+    ``SimulatorConfig.realistic``."""
+
+    EXACT = "exact"          # ground truth at network resolution: no noise at all
+    REALISTIC = "realistic"  # errors of the published size of DUSt3R/MASt3R/MUSt3R outputs
+    HARD = "hard"            # about twice the realistic errors, plus descriptor aliasing
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """Noise and output settings of ``NetworkOutputSimulator``. Defaults: no noise."""
+    """Noise and output settings of ``NetworkOutputSimulator``. Defaults: no noise.
+
+    Error model (every error is deterministic per ``seed`` and ordered frame pair, and
+    none of them lowers ``conf`` / ``desc_conf``: the network does not know when it errs):
+
+    - scale: the pair's two pointmaps are multiplied by ``scale_error * exp(N(0,
+      scale_jitter))``; the log-normal part is zero-median and independent per ordered
+      pair (a method that fuses many pairs can average it away; the median of
+      ``|s - 1|`` is about ``0.674 * scale_jitter``); ``scale_error`` is a constant bias of
+      the whole sequence (no monocular method can observe it: it only rescales results
+      that are compared after a Sim(3) alignment, and shifts SE(3)-aligned ones).
+    - smooth depth distortion (per view of each pair): depth is multiplied by
+      ``exp(e(x, y))`` along each pixel's ray, ``e`` a sum of ``depth_distortion_modes``
+      plane waves of random direction and phase, wavelength ``depth_distortion_wavelength``
+      times the image's long side, RMS ``depth_distortion`` (bent planes, tilted floors).
+    - focal error (per view of each pair): the view's points in its own camera have x and y
+      divided by ``exp(N(0, focal_error))`` relative to z, so the focal the pointmap implies
+      (``geometry.estimate_focal``) is ``f * exp(N(0, focal_error))``.
+    - descriptor aliasing: a fraction ``alias_fraction`` of the scene's textured materials
+      (chosen per material by ``seed``) gets descriptors that are a function of the
+      texture coordinate modulo one texture repeat, so every repeat of a brick wall has
+      the same descriptors and a wrong repeat can be the best match. Needs the scene: the
+      sequence ``info`` must name ``scene`` and ``seed`` (``generate`` and our bags do).
+    - white depth noise ``depth_noise_abs + depth_noise_rel * z`` per pixel, descriptor
+      noise, outliers and low-texture failures as before.
+    """
 
     size: int = 512                    # long side of the network input (512 = the checkpoint)
     seed: int = 0                      # noise and descriptor-field seed
-    depth_noise_abs: float = 0.0       # depth noise std at zero depth, metres
-    depth_noise_rel: float = 0.0       # depth noise std growth, metres per metre of depth
-    scale_error: float = 1.0           # global scale of every pair's pointmaps (1 = metric)
-    scale_jitter: float = 0.0          # std of the per-pair log-scale on top of scale_error
+    depth_noise_abs: float = 0.0       # white depth noise std at zero depth, metres
+    depth_noise_rel: float = 0.0       # white depth noise std growth, metres per metre of depth
+    scale_error: float = 1.0           # constant scale of every pair (sequence bias; 1 = metric)
+    scale_jitter: float = 0.0          # std of the per-pair natural-log scale error (0.18 = ~12 % median)
+    depth_distortion: float = 0.0      # RMS of the smooth log-depth error per view (0.04 = 4 % of depth)
+    depth_distortion_wavelength: float = 1.0  # wavelength of its modes, fraction of the image long side
+    depth_distortion_modes: int = 4    # number of random plane-wave modes of the distortion
+    focal_error: float = 0.0           # std of the per-view log error of the implied focal (0.03 = 3 %)
+    alias_fraction: float = 0.0        # fraction of textured materials whose descriptors repeat with the texture
     desc_noise: float = 0.0            # std of Gaussian noise per descriptor component
     outlier_fraction: float = 0.0      # fraction of pixels with gross depth/descriptor errors
     low_texture_threshold: float = 4.0  # mean |gradient| (grey levels/pixel, 9x9) below = weak
@@ -78,14 +120,32 @@ class SimulatorConfig:
     desc_max_wavelength: float = 3.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            if kind == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{f.name} must be an integer, got {value!r}")
+            if kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not np.isfinite(value):
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
         for name in ("depth_noise_abs", "depth_noise_rel", "scale_jitter", "desc_noise",
-                     "weak_desc_noise", "occlusion_tolerance", "low_texture_threshold"):
+                     "weak_desc_noise", "occlusion_tolerance", "low_texture_threshold",
+                     "depth_distortion", "focal_error"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.outlier_fraction < 1.0:
             raise ValueError(f"outlier_fraction must be in [0, 1), got {self.outlier_fraction}")
+        if not 0.0 <= self.alias_fraction <= 1.0:
+            raise ValueError(f"alias_fraction must be in [0, 1], got {self.alias_fraction}")
         if self.scale_error <= 0:
             raise ValueError(f"scale_error must be > 0, got {self.scale_error}")
+        if self.depth_distortion_wavelength <= 0 or self.depth_distortion_modes < 1:
+            raise ValueError("need depth_distortion_wavelength > 0 and depth_distortion_modes >= 1, "
+                             f"got {self.depth_distortion_wavelength}, {self.depth_distortion_modes}")
         if not 0 < self.desc_min_wavelength <= self.desc_max_wavelength:
             raise ValueError("need 0 < desc_min_wavelength <= desc_max_wavelength")
         if self.desc_conf_floor <= 0 or self.conf_gain < 0:
@@ -99,14 +159,116 @@ class SimulatorConfig:
     @classmethod
     def exact(cls, **overrides: Any) -> "SimulatorConfig":
         """No noise, no outliers, no low-texture failures (confidences still vary)."""
-        return config_from_dict(cls, {"low_texture_threshold": 0.0, **overrides})
+        return config_from_dict(cls, {**_PROFILES[SimulatorProfile.EXACT], **overrides})
 
     @classmethod
     def realistic(cls, **overrides: Any) -> "SimulatorConfig":
-        """Noise of roughly the real network's size on indoor scenes."""
-        base = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02,
-                    desc_noise=0.03, outlier_fraction=0.02)
-        return config_from_dict(cls, {**base, **overrides})
+        """Errors of the size published for DUSt3R/MASt3R-class networks on indoor scenes.
+
+        Sources and choices:
+
+        - metric scale: MUSt3R (Cabon et al., CVPR 2025) reports a median metric-scale
+          error of 14.8 % on TUM RGB-D; MASt3R's metric pointmaps are of the same order
+          (10-15 %). ``scale_jitter = 0.18`` gives a median ``|s - 1|`` of about 12 %.
+          The published figure is per sequence (one scale per reconstruction); here it is
+          drawn independently per pair with zero median (harsher for one pair, e.g.
+          relocalization; averageable by tracking), and ``scale_error`` (the per-sequence
+          bias) stays 1: a constant bias is invisible to any monocular method and would
+          only shift SE(3)-aligned figures.
+        - depth: DUSt3R/MASt3R-class depth on indoor scenes (NYUv2, TUM, ScanNet) has a
+          relative error of several percent (AbsRel ~5-10 % single view, less for pairs),
+          mostly smooth low-frequency distortion rather than white noise:
+          ``depth_distortion = 0.04`` (4 % RMS, wavelength 0.8 image) and small white noise
+          (2 mm + 0.5 %).
+        - focal: the focal recovered from the pointmap is off by a few percent (DUSt3R /
+          MASt3R focal estimation): ``focal_error = 0.03``.
+        - descriptors: 0.03 noise and 2 % deceptive outliers; no aliasing (no published
+          figure; see ``hard``).
+        """
+        return config_from_dict(cls, {**_PROFILES[SimulatorProfile.REALISTIC], **overrides})
+
+    @classmethod
+    def hard(cls, **overrides: Any) -> "SimulatorConfig":
+        """About twice the ``realistic`` errors, plus descriptor aliasing on half of the
+        textured materials (stress tests: drift, wrong matches on repeated texture)."""
+        return config_from_dict(cls, {**_PROFILES[SimulatorProfile.HARD], **overrides})
+
+    @classmethod
+    def profile(cls, profile: "SimulatorProfile | str", **overrides: Any) -> "SimulatorConfig":
+        """The named profile (``SimulatorProfile`` or its value) with ``overrides``."""
+        p = parse_profile(profile)
+        return config_from_dict(cls, {**_PROFILES[p], **overrides})
+
+
+_PROFILES: dict[SimulatorProfile, dict[str, Any]] = {
+    SimulatorProfile.EXACT: dict(low_texture_threshold=0.0),
+    SimulatorProfile.REALISTIC: dict(
+        depth_noise_abs=0.002, depth_noise_rel=0.005, scale_jitter=0.18,
+        depth_distortion=0.04, depth_distortion_wavelength=0.8, focal_error=0.03,
+        desc_noise=0.03, outlier_fraction=0.02),
+    SimulatorProfile.HARD: dict(
+        depth_noise_abs=0.004, depth_noise_rel=0.01, scale_jitter=0.35,
+        depth_distortion=0.08, depth_distortion_wavelength=0.8, focal_error=0.06,
+        desc_noise=0.06, outlier_fraction=0.05, alias_fraction=0.5),
+}
+
+
+def parse_profile(profile: SimulatorProfile | str) -> SimulatorProfile:
+    """``SimulatorProfile`` from itself or its value; ValueError naming the valid ones."""
+    if isinstance(profile, SimulatorProfile):
+        return profile
+    try:
+        return SimulatorProfile(str(profile).strip().lower())
+    except ValueError:
+        valid = ", ".join(p.value for p in SimulatorProfile)
+        raise ValueError(f"unknown simulator profile {profile!r}; choose one of: {valid}") from None
+
+
+def simulator_config_from(profile: SimulatorProfile | str = SimulatorProfile.REALISTIC,
+                          overrides: Mapping[str, Any] | str | Path | None = None,
+                          ) -> SimulatorConfig:
+    """A ``SimulatorConfig``: the named profile, then ``overrides`` on top.
+
+    Used by the CLI (``--sim-noise``, ``--sim-config``) and the nodes (parameters
+    ``simulator_profile``, ``simulator_config``).
+
+    Args:
+        profile: ``SimulatorProfile`` or ``"exact"`` / ``"realistic"`` / ``"hard"``.
+        overrides: None or ``""`` (none); a mapping of ``SimulatorConfig`` fields; a JSON
+            object as a string starting with ``{``; or the path of a JSON file holding one.
+
+    Raises:
+        ValueError: unknown profile, unknown field, bad value, a file that is not a JSON
+            object; FileNotFoundError: no such file. Messages name the input.
+    """
+    p = parse_profile(profile)
+    if overrides is None or (isinstance(overrides, str) and not overrides.strip()):
+        values: Mapping[str, Any] = {}
+        where = ""
+    elif isinstance(overrides, Mapping):
+        values, where = overrides, "simulator config overrides"
+    elif isinstance(overrides, str) and overrides.lstrip().startswith(("{", "[")):
+        where = "simulator config JSON"
+        try:
+            values = json.loads(overrides)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} {overrides!r} is not valid JSON: {exc}") from None
+    else:
+        path = Path(overrides)
+        where = f"simulator config file {path}"
+        if not path.is_file():
+            raise FileNotFoundError(f"{where} not found")
+        try:
+            values = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must hold a JSON object of SimulatorConfig fields, "
+                         f"got {type(values).__name__}")
+    try:
+        return SimulatorConfig.profile(p, **dict(values))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +283,7 @@ class _SimFeatures:
     world: np.ndarray          # (h, w, 3) float64 exact world points
     desc: np.ndarray           # (h, w, D) float32 exact descriptors
     texture: np.ndarray        # (h, w) float32 texture weight in [0, 1]
+    aliased: np.ndarray | None = None  # (h, w) bool: descriptors repeat with the texture here
 
 
 def resample_depth(depth: np.ndarray, transform: ImageTransform) -> np.ndarray:
@@ -190,6 +353,7 @@ class NetworkOutputSimulator:
             self._by_hash.setdefault(self._digest(f.rgb), i)
         self.field = FourierDescriptorField(config.seed, config.desc_min_wavelength,
                                             config.desc_max_wavelength)
+        self._aliasing = _Aliasing(sequence.info, config) if config.alias_fraction > 0 else None
         log.warning("NetworkOutputSimulator in use: outputs come from ground truth, not a network")
 
     @classmethod
@@ -253,8 +417,12 @@ class NetworkOutputSimulator:
         T = np.asarray(frame.T_world_cam, dtype=np.float64)
         world = (rays * depth[..., None]) @ T[:3, :3].T + T[:3, 3]
         rgb_net = resize_and_crop(frame.rgb, transform)
-        feats = _SimFeatures(idx, K_net, T, rays, depth, world, self.field(world),
-                             texture_weight(rgb_net, self.config.low_texture_threshold))
+        desc, aliased = self.field(world), None
+        if self._aliasing is not None:
+            aliased, q = self._aliasing.coords(K_net, T, rays)
+            desc[aliased] = self.field(q[aliased])
+        feats = _SimFeatures(idx, K_net, T, rays, depth, world, desc,
+                             texture_weight(rgb_net, self.config.low_texture_threshold), aliased)
         return EncodedView(features=feats, transform=transform,
                            frame_id=frame_id if frame_id is not None else frame.frame_id)
 
@@ -267,9 +435,10 @@ class NetworkOutputSimulator:
             if cfg.scale_jitter > 0 else cfg.scale_error
         T_c1_w = np.linalg.inv(f1.T_world_cam)
         preds = []
-        for f, other, tr in ((f1, f2, view1.transform), (f2, f1, view2.transform)):
+        for slot, (f, other, tr) in enumerate(((f1, f2, view1.transform), (f2, f1, view2.transform))):
             covis = self._covisible(f, other) if cfg.occlusion else np.ones(f.depth.shape, bool)
-            preds.append(self._view(f, tr, covis, T_c1_w, scale, rng))
+            key = (int(cfg.seed), f1.index, f2.index, slot)
+            preds.append(self._view(f, tr, covis, T_c1_w, scale, rng, key))
         return PairPrediction(preds[0], preds[1])
 
     def decode_batch(self, pairs: Sequence[tuple[EncodedView, EncodedView]]) -> list[PairPrediction]:
@@ -312,7 +481,8 @@ class NetworkOutputSimulator:
         return inside & (z <= d_other + tol)
 
     def _view(self, f: _SimFeatures, transform: ImageTransform, covis: np.ndarray,
-              T_c1_w: np.ndarray, scale: float, rng: np.random.Generator) -> ViewPrediction:
+              T_c1_w: np.ndarray, scale: float, rng: np.random.Generator,
+              key: tuple[int, int, int, int]) -> ViewPrediction:
         cfg = self.config
         h, w = f.depth.shape
         tex = f.texture.astype(np.float64)
@@ -323,16 +493,25 @@ class NetworkOutputSimulator:
         if sigma.max() > 0:
             depth = depth + sigma * rng.standard_normal((h, w))
         desc = f.desc.copy()
-        noise = np.where(weak, cfg.desc_noise + cfg.weak_desc_noise * (1 - tex), cfg.desc_noise)
+        noise = np.where(weak, cfg.desc_noise + cfg.weak_desc_noise * (1 - tex),
+                         cfg.desc_noise).astype(np.float32)
         if noise.max() > 0:
-            desc = desc + (noise[..., None] * rng.standard_normal(desc.shape)).astype(np.float32)
+            desc += noise[..., None] * rng.standard_normal(desc.shape, dtype=np.float32)
         if cfg.outlier_fraction > 0:
             out = rng.random((h, w)) < cfg.outlier_fraction
             depth = np.where(out, depth * rng.uniform(0.5, 2.0, (h, w)), depth)
             src = rng.integers(0, h * w, size=int(out.sum()))
             desc[out] = desc.reshape(-1, desc.shape[-1])[src]
+        distortion = depth_distortion_field(h, w, cfg.depth_distortion,
+                                            cfg.depth_distortion_wavelength,
+                                            cfg.depth_distortion_modes, key)
+        if distortion is not None:
+            depth = depth * np.exp(distortion)
         depth = np.maximum(depth, 1e-3)
         cam = f.rays * depth[..., None]
+        if cfg.focal_error > 0:  # implied focal f * exp(N(0, focal_error)): x, y shrink by it
+            g = np.random.default_rng([*key, 0xF0C])
+            cam[..., :2] *= np.exp(-cfg.focal_error * g.standard_normal())
         T = T_c1_w @ f.T_world_cam  # this camera -> camera 1
         pts = scale * (cam @ T[:3, :3].T + T[:3, 3])
         desc /= np.linalg.norm(desc, axis=-1, keepdims=True)
@@ -345,3 +524,77 @@ class NetworkOutputSimulator:
 
         return ViewPrediction(pts3d=t(pts), conf=t(conf), desc=t(desc), desc_conf=t(desc_conf),
                               transform=transform)
+
+
+def depth_distortion_field(h: int, w: int, rms: float, wavelength: float, modes: int,
+                           key: Sequence[int]) -> np.ndarray | None:
+    """(h, w) smooth log-depth error of one view of one pair, or None when ``rms`` is 0.
+
+    A sum of ``modes`` plane waves ``cos(2 pi (d . x) / wavelength + phase)`` with random
+    unit directions ``d`` and phases (drawn from ``key``), ``x`` the pixel position in units
+    of the image's long side (centre 0), amplitudes ``rms * sqrt(2 / modes)`` so that the
+    field's RMS over many periods is ``rms``. Its autocorrelation averaged over directions
+    is ``J0(2 pi r / wavelength)``: it halves at ``r = 0.242 * wavelength``.
+    """
+    if rms <= 0:
+        return None
+    g = np.random.default_rng([*(int(k) for k in key), 0xD157])
+    theta = g.uniform(0.0, 2 * np.pi, modes)
+    phase = g.uniform(0.0, 2 * np.pi, modes)
+    L = float(max(h, w))
+    x = (np.arange(w, dtype=np.float64) - (w - 1) / 2) / L
+    y = (np.arange(h, dtype=np.float64) - (h - 1) / 2) / L
+    k = 2 * np.pi / wavelength
+    a = k * x[:, None] * np.cos(theta)            # (w, M)
+    b = k * y[:, None] * np.sin(theta) + phase    # (h, M)
+    # sum_m cos(a + b), separably: cos a cos b - sin a sin b
+    field = np.cos(b) @ np.cos(a).T - np.sin(b) @ np.sin(a).T
+    return rms * np.sqrt(2.0 / modes) * field
+
+
+class _Aliasing:
+    """Which surfaces alias, and their folded descriptor coordinates (``alias_fraction``).
+
+    Rebuilds the scene named by the sequence info, casts the network pixels' rays into it
+    and, on materials picked by ``seed``, replaces the world point by ``(frac(u) * tile,
+    frac(v) * tile, 0) + c_m``: the position within one texture repeat (metres) plus a
+    random offset per material, so repeats of one material share descriptors and
+    different materials do not.
+    """
+
+    def __init__(self, info: Mapping[str, Any], config: SimulatorConfig) -> None:
+        from .render import _tables
+        from .scene import make_scene
+
+        if not isinstance(info, Mapping) or "scene" not in info or "seed" not in info:
+            raise ValueError(
+                f"alias_fraction = {config.alias_fraction} needs the scene: the sequence info "
+                f"must name 'scene' and 'seed' (as generate() and synth bags do), got "
+                f"{dict(info) if isinstance(info, Mapping) else info!r}; set alias_fraction to 0")
+        self.scene = make_scene(info["scene"], int(info["seed"]))
+        tab = _tables(self.scene)
+        g = np.random.default_rng([int(config.seed), 0xA11A5])
+        n = tab.tex.shape[0]
+        self.aliased = (g.random(n) < config.alias_fraction) & (tab.tex >= 0)
+        self.code = g.uniform(-50.0, 50.0, (n, 3))
+        self.tile = tab.tile
+
+    def coords(self, K_net: np.ndarray, T: np.ndarray, rays: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(h, w) bool aliased mask and (h, w, 3) folded coordinates of one camera."""
+        from .render import _cast_grid, surface_coords
+
+        h, w = rays.shape[:2]
+        hits = _cast_grid(self.scene, K_net, T, rays @ T[:3, :3].T)
+        ok = hits.prim >= 0
+        mask = np.zeros(h * w, dtype=bool)
+        q = np.zeros((h * w, 3))
+        if ok.any():
+            sub = type(hits)(*(a[ok] for a in (hits.t, hits.prim, hits.face, hits.point,
+                                               hits.normal)))
+            m, u, v = surface_coords(self.scene, sub)
+            tile = self.tile[m]
+            mask[ok] = self.aliased[m]
+            q[ok] = np.stack([np.mod(u, 1.0) * tile, np.mod(v, 1.0) * tile,
+                              np.zeros_like(u)], axis=1) + self.code[m]
+        return mask.reshape(h, w), q.reshape(h, w, 3)
