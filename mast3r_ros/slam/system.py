@@ -252,10 +252,11 @@ class SlamSystem:
                                                     estimated)
                 self._current = new_kf
                 self._use_frm_next = False
-                self._on_new_keyframe(new_kf)
-                T_map_cam = new_kf.T_map_cam
                 # the frame is the keyframe: re-anchor its trajectory entry on it
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
+                self._rescale_map(self.tracker.scale_correction())
+                self._on_new_keyframe(new_kf)
+                T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
             self._current = self._nearest_keyframe(T_map_cam)
         timings["fuse"] = (time.perf_counter() - t) * 1e3
@@ -263,6 +264,23 @@ class SlamSystem:
         return FrameResult(stamp_ns, TrackingState.TRACKING, T_map_cam, kf.id, n, ni,
                            ni / n if n else 0.0, _confidence(ni, n, cfg.min_inliers), new_kf,
                            K=K, intrinsics_estimated=estimated, matcher=out.matcher)
+
+    def _rescale_map(self, c: float) -> None:
+        """Scale every length of the map by ``c`` about the first keyframe's centre (metric
+        scale averaging, ``TrackerConfig.metric_scale_averaging``)."""
+        if abs(np.log(c)) < 1e-3 or not self.tracker.keyframes:
+            return
+        p0 = self.tracker.keyframes[0].T_map_cam[:3, 3].copy()
+        for kf in self.tracker.keyframes:
+            kf.T_map_cam[:3, 3] = p0 + c * (kf.T_map_cam[:3, 3] - p0)
+            kf.pts3d = kf.pts3d * c
+            kf.median_depth *= c
+        for T in self._traj_T:
+            T[:3, 3] *= c
+        if self._last_T_map_cam is not None:
+            self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
+        self.tracker.applied_rescale(c)
+        log.debug("map rescaled by %.4f (metric scale averaging)", c)
 
     def _nearest_keyframe(self, T_map_cam: np.ndarray) -> Keyframe:
         kfs = self.tracker.keyframes
@@ -336,7 +354,10 @@ class SlamSystem:
         kf = next((k for k in self.tracker.keyframes if k.id == res.reference_id), None)
         if kf is None:
             return None
-        T_kf_cam = np.linalg.inv(kf.T_map_cam) @ res.T_map_cam
+        # relative to the pose the reference was registered with (the map may have been
+        # rescaled since; references are not re-registered for that)
+        T_ref = self.relocalizer.get_reference(kf.id).T_map_cam
+        T_kf_cam = np.linalg.inv(T_ref) @ res.T_map_cam
         return kf, T_kf_cam, int(res.num_matches), int(res.num_inliers)
 
     def _on_new_keyframe(self, kf: Keyframe) -> None:
