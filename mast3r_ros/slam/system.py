@@ -236,6 +236,15 @@ class SlamSystem:
         assert kf is not None
         out = self.tracker.track(kf, view, K, use_frm=self._use_frm_next)
         timings.update(out.timings_ms)
+        if out.pose is None and self._last_T_map_cam is not None and out.texture >= cfg.reloc_min_texture:
+            # second chance before LOST: the keyframe nearest to the last pose (e.g. right
+            # after a relocalization against a reference seen from afar)
+            near = self._nearest_keyframe(self._last_T_map_cam, exclude=kf)
+            if near is not None:
+                out2 = self.tracker.track(near, view, K, use_frm=True)
+                if out2.pose is not None:
+                    out, kf = out2, near
+                    self._current = near
         if out.pose is None:
             log.info("tracking lost at %d: %s", stamp_ns, out.message)
             self._reloc_cursor = 0
@@ -258,7 +267,7 @@ class SlamSystem:
                 self._on_new_keyframe(new_kf)
                 T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
-            self._current = self._nearest_keyframe(T_map_cam)
+            self._current = self._nearest_keyframe(T_map_cam) or kf
         timings["fuse"] = (time.perf_counter() - t) * 1e3
         n, ni = out.num_matches, out.num_inliers
         return FrameResult(stamp_ns, TrackingState.TRACKING, T_map_cam, kf.id, n, ni,
@@ -282,8 +291,12 @@ class SlamSystem:
         self.tracker.applied_rescale(c)
         log.debug("map rescaled by %.4f (metric scale averaging)", c)
 
-    def _nearest_keyframe(self, T_map_cam: np.ndarray) -> Keyframe:
-        kfs = self.tracker.keyframes
+    def _nearest_keyframe(self, T_map_cam: np.ndarray, exclude: Keyframe | None = None
+                          ) -> Keyframe | None:
+        """The keyframe closest to a pose (distance / its depth + viewing-direction change)."""
+        kfs = [k for k in self.tracker.keyframes if k is not exclude]
+        if not kfs:
+            return None
         d = [np.linalg.norm(k.T_map_cam[:3, 3] - T_map_cam[:3, 3]) / max(k.median_depth, 1e-3)
              + (1.0 - float(np.dot(k.T_map_cam[:3, 2], T_map_cam[:3, 2]))) for k in kfs]
         return kfs[int(np.argmin(d))]
