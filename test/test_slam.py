@@ -222,7 +222,7 @@ def test_save_load_set_pose_and_reset(walk_head, one_torch_thread, tmp_path):
     cfg = moderate()
     slam, results = run(walk_head, cfg, frames=11)
     n = slam.save_map(tmp_path / "map")
-    assert n == len(slam.keyframes()) >= 2
+    assert n == len(slam.keyframes()) >= 1
     other = SlamSystem(NetworkOutputSimulator(walk_head, cfg))
     assert other.load_map(tmp_path / "map") == n
     f = walk_head.frames[12]

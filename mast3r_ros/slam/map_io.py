@@ -3,8 +3,8 @@
 
 Manifest: ``kind`` = "slam_keyframes", ``engine`` (``reloc.engine_identity``), ``keyframes``
 (``maps.keyframe_entry``: id, stamp_ns, frame_id, T_map_cam, K, intrinsics_estimated, plus
-num_fused and median_depth), ``tracker`` (the tracker config). Arrays per keyframe ``<id>/image_jpeg`` (uint8 bytes), ``<id>/pts3d``,
-``<id>/conf``, ``<id>/weight`` (float32, network resolution), ``<id>/colors`` (uint8).
+num_fused and median_depth), ``tracker`` (the tracker config). Arrays per keyframe ``<id>.image_jpeg`` (uint8 bytes), ``<id>.pts3d``,
+``<id>.conf``, ``<id>.weight`` (float32, network resolution), ``<id>.colors`` (uint8).
 Loading re-encodes every keyframe image once (``engine.encode`` with its ``frame_id``).
 """
 from __future__ import annotations
@@ -43,11 +43,11 @@ def save_keyframes(system, path, *, overwrite: bool = False) -> int:
     arrays: dict[str, np.ndarray] = {}
     entries = []
     for kf in kfs:
-        arrays[f"{kf.id}/image_jpeg"] = np.frombuffer(_jpeg(kf), dtype=np.uint8)
-        arrays[f"{kf.id}/pts3d"] = kf.pts3d.detach().cpu().numpy().astype(np.float32)
-        arrays[f"{kf.id}/conf"] = kf.conf.detach().cpu().numpy().astype(np.float32)
-        arrays[f"{kf.id}/weight"] = kf.weight.detach().cpu().numpy().astype(np.float32)
-        arrays[f"{kf.id}/colors"] = kf.colors
+        arrays[f"{kf.id}.image_jpeg"] = np.frombuffer(_jpeg(kf), dtype=np.uint8)
+        arrays[f"{kf.id}.pts3d"] = kf.pts3d.detach().cpu().numpy().astype(np.float32)
+        arrays[f"{kf.id}.conf"] = kf.conf.detach().cpu().numpy().astype(np.float32)
+        arrays[f"{kf.id}.weight"] = kf.weight.detach().cpu().numpy().astype(np.float32)
+        arrays[f"{kf.id}.colors"] = kf.colors
         entries.append(keyframe_entry(kf.id, kf.T_map_cam, kf.K, stamp_ns=int(kf.stamp_ns),
                                       frame_id=kf.frame_id,
                                       intrinsics_estimated=kf.intrinsics_estimated,
@@ -78,9 +78,9 @@ def load_keyframes(system, path) -> int:
     for e in entries:
         kid = e.get("id")
         try:
-            jpeg = arrays[f"{kid}/image_jpeg"]
-            pts, conf, weight = (arrays[f"{kid}/{k}"] for k in ("pts3d", "conf", "weight"))
-            colors = arrays[f"{kid}/colors"]
+            jpeg = arrays[f"{kid}.image_jpeg"]
+            pts, conf, weight = (arrays[f"{kid}.{k}"] for k in ("pts3d", "conf", "weight"))
+            colors = arrays[f"{kid}.colors"]
         except KeyError as exc:
             raise MapFormatError(f"{path}: keyframe {kid!r} lacks the array {exc}") from None
         bgr = cv2.imdecode(np.asarray(jpeg, np.uint8), cv2.IMREAD_COLOR)
