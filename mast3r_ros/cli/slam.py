@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from mast3r_ros.bag_stream import bag_topics, iter_bag_images
     from mast3r_ros.evaluation.trajectory import write_tum
     from mast3r_ros.slam import SlamConfig, SlamSystem
-    from mast3r_ros.slam.keyframe_cloud import keyframe_cloud, write_ply
+    from mast3r_ros.slam.cloud import keyframe_cloud, write_ply
     from mast3r_ros.synth.sequence import stamp_id
 
     if args.size < 16 or args.size % 16:

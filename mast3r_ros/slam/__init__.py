@@ -7,7 +7,7 @@ optional mapper on one engine).
 - ``pose``: ``PoseMode`` (SE(3) PnP / Sim(3) IRLS) and the solvers.
 - ``tracker``: ``TrackerConfig``, ``Tracker``.
 - ``system``: ``SlamConfig``, ``SlamSystem``.
-- ``keyframe_cloud``: point clouds of keyframes' fused pointmaps (voxel subsampling, PLY).
+- ``cloud``: point clouds of keyframes (voxel subsampling, PLY).
 """
 from mast3r_ros.slam.local_match import LocalMatchConfig, LocalMatches, local_match
 from mast3r_ros.slam.pose import PoseMode
