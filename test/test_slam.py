@@ -293,3 +293,21 @@ def test_slam_command_without_camera_info(walk, tmp_path_factory, one_torch_thre
     n_pts = int(header.split("element vertex ")[1].split()[0])
     assert n_pts == summary["cloud_points"] > 1000
     assert (out / "cloud.ply").stat().st_size > n_pts * 15
+
+
+def test_voxel_downsample_and_ply(tmp_path):
+    """One averaged point and colour per occupied voxel; PLY header and payload size."""
+    from mast3r_ros.slam.cloud import voxel_downsample, write_ply
+
+    xyz = np.array([[0.01, 0.01, 0.01], [0.03, 0.01, 0.01], [0.5, 0.5, 0.5]])
+    rgb = np.array([[0, 0, 0], [100, 200, 50], [9, 9, 9]], np.uint8)
+    p, c = voxel_downsample(xyz, rgb, 0.1)
+    order = np.argsort(p[:, 0])
+    np.testing.assert_allclose(p[order], [[0.02, 0.01, 0.01], [0.5, 0.5, 0.5]], atol=1e-6)
+    np.testing.assert_array_equal(c[order], [[50, 100, 25], [9, 9, 9]])
+    write_ply(tmp_path / "c.ply", p, c)
+    data = (tmp_path / "c.ply").read_bytes()
+    head, _, body = data.partition(b"end_header\n")
+    assert b"element vertex 2" in head and len(body) == 2 * 15
+    with pytest.raises(ValueError, match="voxel_size"):
+        voxel_downsample(xyz, rgb, 0.0)
