@@ -15,8 +15,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_NOISE = ("exact", "realistic", "hard")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -40,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sensor_msgs/CameraInfo topic")
     p.add_argument("--no-camera-info", action="store_true",
                    help="ignore camera info: estimate the intrinsics from the pointmaps")
-    p.add_argument("--sim-noise", default="realistic", choices=_NOISE,
-                   help="simulator noise profile (default realistic)")
-    p.add_argument("--sim-config", help="JSON file of SimulatorConfig fields overriding the profile")
+    from mast3r_ros.cli._common import add_simulator_args
+
+    add_simulator_args(p)
     p.add_argument("--config", help="JSON file of SlamConfig ({'tracker': {...}, 'reloc': {...}})")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     p.add_argument("--voxel-size", type=float, default=0.02, help="cloud voxel edge, metres")
@@ -65,24 +63,16 @@ def _read_json(path: str, what: str) -> dict:
     return data
 
 
-def simulator_config(noise: str, config_file: str | None, size: int):
-    """The ``SimulatorConfig`` of ``--sim-noise`` (+ ``--sim-config`` overrides)."""
-    from mast3r_ros.synth.simulator import SimulatorConfig
-
-    overrides = _read_json(config_file, "--sim-config") if config_file else {}
-    overrides = {"size": size, **overrides}
-    profile = getattr(SimulatorConfig, noise, None)
-    if profile is None:
-        raise ValueError(f"--sim-noise {noise}: this build's simulator has no {noise!r} profile")
-    return profile(**overrides)
-
-
 def _engine(args: argparse.Namespace):
     if args.engine == "simulator":
         from mast3r_ros.synth.bag import BagTopics, read_bag
         from mast3r_ros.synth.simulator import NetworkOutputSimulator
 
-        cfg = simulator_config(args.sim_noise, args.sim_config, args.size)
+        import dataclasses
+
+        from mast3r_ros.cli._common import simulator_config_from_args
+
+        cfg = dataclasses.replace(simulator_config_from_args(args), size=args.size)
         topics = BagTopics(image=args.image_topic, camera_info=args.camera_info_topic)
         log.warning("engine: the network-output SIMULATOR (ground truth + %s noise), not MASt3R",
                     args.sim_noise)

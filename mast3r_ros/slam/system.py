@@ -99,8 +99,8 @@ class SlamSystem:
         except ImportError:
             return None
         rc = self.config.reloc
-        if rc is None:
-            rc = RelocConfig()
+        if rc is None:  # SLAM default: verify the 3 best retrieved keyframes (cost per lost frame)
+            rc = RelocConfig(top_k=3)
         elif isinstance(rc, Mapping):
             rc = RelocConfig.from_dict(rc)
         return Relocalizer(self.engine, rc)
@@ -236,6 +236,15 @@ class SlamSystem:
         assert kf is not None
         out = self.tracker.track(kf, view, K, use_frm=self._use_frm_next)
         timings.update(out.timings_ms)
+        if out.pose is None and self._last_T_map_cam is not None and out.texture >= cfg.reloc_min_texture:
+            # second chance before LOST: the keyframe nearest to the last pose (e.g. right
+            # after a relocalization against a reference seen from afar)
+            near = self._nearest_keyframe(self._last_T_map_cam, exclude=kf)
+            if near is not None:
+                out2 = self.tracker.track(near, view, K, use_frm=True)
+                if out2.pose is not None:
+                    out, kf = out2, near
+                    self._current = near
         if out.pose is None:
             log.info("tracking lost at %d: %s", stamp_ns, out.message)
             self._reloc_cursor = 0
@@ -252,31 +261,68 @@ class SlamSystem:
                                                     estimated)
                 self._current = new_kf
                 self._use_frm_next = False
-                self._on_new_keyframe(new_kf)
-                T_map_cam = new_kf.T_map_cam
                 # the frame is the keyframe: re-anchor its trajectory entry on it
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
+                self._rescale_map(self.tracker.scale_correction())
+                self._on_new_keyframe(new_kf)
+                T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
-            self._current = self._nearest_keyframe(T_map_cam)
+            self._current = self._nearest_keyframe(T_map_cam) or kf
         timings["fuse"] = (time.perf_counter() - t) * 1e3
         n, ni = out.num_matches, out.num_inliers
         return FrameResult(stamp_ns, TrackingState.TRACKING, T_map_cam, kf.id, n, ni,
                            ni / n if n else 0.0, _confidence(ni, n, cfg.min_inliers), new_kf,
                            K=K, intrinsics_estimated=estimated, matcher=out.matcher)
 
-    def _nearest_keyframe(self, T_map_cam: np.ndarray) -> Keyframe:
-        kfs = self.tracker.keyframes
+    def _rescale_map(self, c: float) -> None:
+        """Scale every length of the map by ``c`` about the first keyframe's centre (metric
+        scale averaging, ``TrackerConfig.metric_scale_averaging``)."""
+        if abs(np.log(c)) < 1e-3 or not self.tracker.keyframes:
+            return
+        p0 = self.tracker.keyframes[0].T_map_cam[:3, 3].copy()
+        for kf in self.tracker.keyframes:
+            kf.T_map_cam[:3, 3] = p0 + c * (kf.T_map_cam[:3, 3] - p0)
+            kf.pts3d = kf.pts3d * c
+            kf.median_depth *= c
+        for T in self._traj_T:
+            T[:3, 3] *= c
+        if self._last_T_map_cam is not None:
+            self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
+        self.tracker.applied_rescale(c)
+        log.debug("map rescaled by %.4f (metric scale averaging)", c)
+
+    def _nearest_keyframe(self, T_map_cam: np.ndarray, exclude: Keyframe | None = None
+                          ) -> Keyframe | None:
+        """The keyframe closest to a pose (distance / its depth + viewing-direction change)."""
+        kfs = [k for k in self.tracker.keyframes if k is not exclude]
+        if not kfs:
+            return None
         d = [np.linalg.norm(k.T_map_cam[:3, 3] - T_map_cam[:3, 3]) / max(k.median_depth, 1e-3)
              + (1.0 - float(np.dot(k.T_map_cam[:3, 2], T_map_cam[:3, 2]))) for k in kfs]
         return kfs[int(np.argmin(d))]
 
     def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
+        """While lost: first the last keyframe (FRM + pose, one decode); if the frame is
+        blank relative to it (``reloc_min_texture``) stop there; else the relocalization
+        core (retrieval + verification) or, without it, a few keyframes in turn."""
+        cfg = self.config.tracker
         t = time.perf_counter()
         if K is None:  # loaded map without camera info: take the keyframes' intrinsics
             K = self.tracker.keyframes[0].K
             estimated = True
-        found = self._relocalize_core(view, image, K) if self.relocalizer is not None \
-            else self._relocalize_builtin(view, K)
+        found = None
+        last = self._current or self.tracker.keyframes[-1]
+        out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers,
+                                 min_texture=cfg.reloc_min_texture)
+        if out.pose is not None:
+            found = (last, out.pose.T_kf_cam, out.num_matches, out.num_inliers)
+        elif out.texture < cfg.reloc_min_texture:
+            log.debug("lost frame %d looks blank (textured fraction %.2f): not relocalizing",
+                      stamp_ns, out.texture)
+        elif self.relocalizer is not None:
+            found = self._relocalize_core(view, image, K)
+        else:
+            found = self._relocalize_builtin(view, K, exclude=last)
         timings["reloc"] = (time.perf_counter() - t) * 1e3
         if found is None:
             return FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K,
@@ -291,15 +337,14 @@ class SlamSystem:
                            _confidence(ni, n, self.config.tracker.min_inliers),
                            K=K, intrinsics_estimated=estimated, matcher="frm")
 
-    def _relocalize_builtin(self, view, K) -> tuple[Keyframe, np.ndarray, int, int] | None:
-        """Try a few keyframes per frame (the last tracked one first, then round robin over
-        the newest-first list) with FRM + the tracker's pose; best by inliers."""
+    def _relocalize_builtin(self, view, K, exclude: Keyframe | None = None
+                            ) -> tuple[Keyframe, np.ndarray, int, int] | None:
+        """Without the relocalization core: a few keyframes per frame, round robin over the
+        newest-first list, with FRM + the tracker's pose; best by inliers."""
         cfg = self.config.tracker
-        kfs = self.tracker.keyframes[::-1]
+        kfs = [k for k in self.tracker.keyframes[::-1] if k is not exclude]
         cands: list[Keyframe] = []
-        if self._current is not None:
-            cands.append(self._current)
-        while len(cands) < min(cfg.reloc_max_candidates, len(kfs)):
+        while kfs and len(cands) < min(cfg.reloc_max_candidates, len(kfs)):
             k = kfs[self._reloc_cursor % len(kfs)]
             self._reloc_cursor += 1
             if k not in cands:
@@ -322,14 +367,18 @@ class SlamSystem:
         kf = next((k for k in self.tracker.keyframes if k.id == res.reference_id), None)
         if kf is None:
             return None
-        T_kf_cam = np.linalg.inv(kf.T_map_cam) @ res.T_map_cam
+        # relative to the pose the reference was registered with (the map may have been
+        # rescaled since; references are not re-registered for that)
+        T_ref = self.relocalizer.get_reference(kf.id).T_map_cam
+        T_kf_cam = np.linalg.inv(T_ref) @ res.T_map_cam
         return kf, T_kf_cam, int(res.num_matches), int(res.num_inliers)
 
     def _on_new_keyframe(self, kf: Keyframe) -> None:
         self.counts["keyframes"] = len(self.tracker.keyframes)
         if self.relocalizer is not None:
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)
         if self.mapper is not None:
             update = self.mapper.add_keyframe(kf)
             self._apply_map_update(update)
@@ -338,7 +387,8 @@ class SlamSystem:
         """A loaded keyframe: register it for relocalization (no mapping)."""
         if self.relocalizer is not None:
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)
 
     def _apply_map_update(self, update) -> None:
         """Apply the mapper's corrected keyframe poses ({kf id: (4, 4) T_map_cam})."""
@@ -361,4 +411,5 @@ class SlamSystem:
         for kf in kfs:
             self.relocalizer.remove_reference(kf.id)
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view)
+                                           frame_id=kf.frame_id, view=kf.view,
+                                           stamp_ns=kf.stamp_ns)

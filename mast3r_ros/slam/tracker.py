@@ -60,7 +60,10 @@ class TrackerConfig:
     sim3_threshold: float = 0.05  # Sim(3) inlier threshold, residual / depth
     min_conf: float = 1.5  # pointmap confidence below this is not used for pose / fusion
     fuse: bool = True  # fuse every tracked frame's keyframe pointmap into the keyframe
-    scale_consistent_keyframes: bool = True  # new keyframe pointmaps take the current one's scale
+    scale_consistent_keyframes: bool = True  # new keyframe pointmaps and fused observations
+    # take the current keyframe's scale (one consistent map scale)
+    metric_scale_averaging: bool = True  # SE(3): rescale the map so the geometric mean of all
+    # pairs' scales relative to it is 1 (per-pair metric-scale errors average away)
     kf_overlap_ratio: float = 0.6  # new keyframe when inliers < this x the keyframe's first count
     kf_translation_ratio: float = 0.1  # ... or translation > this x the keyframe's median depth
     kf_rotation_deg: float = 15.0  # ... or rotation > this
@@ -68,6 +71,9 @@ class TrackerConfig:
     jpeg_quality: int = 95  # JPEG quality of stored keyframe images
     reloc_max_candidates: int = 3  # keyframes tried per lost frame (built-in relocalization)
     reloc_min_inliers: int = 60  # inliers needed to accept a relocalization
+    reloc_min_texture: float = 0.1  # a lost frame with less than this fraction of pixels whose
+    # desc_conf reaches 0.3 x the keyframe's 90th percentile (same pair) is blank: no further
+    # relocalization attempts on it (0 disables the gate)
 
     def __post_init__(self) -> None:
         if isinstance(self.pose_mode, str):
@@ -118,6 +124,7 @@ class TrackOutcome:
     matcher: str
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    texture: float = 1.0  # fraction of frame pixels with desc_conf >= 0.3 x keyframe's 90th pct
 
     @property
     def num_inliers(self) -> int:
@@ -151,6 +158,8 @@ class Tracker:
         self._kf_counter = 0
         self.K_estimated: np.ndarray | None = None  # (3, 3) at original resolution
         self._focal_refined = False
+        self._log_ratio_sum = 0.0  # sum of log(pair scale / map scale) since the last rescale
+        self._n_ratio = 0  # pairs measured in all
 
     # ------------------------------------------------------------------ intrinsics
 
@@ -211,8 +220,11 @@ class Tracker:
     # ------------------------------------------------------------------ tracking
 
     def track(self, kf: Keyframe, view: EncodedView, K: np.ndarray, *, use_frm: bool = False,
-              min_inliers: int | None = None) -> TrackOutcome:
-        """Match and solve the pose of ``view`` against ``kf`` (no state change)."""
+              min_inliers: int | None = None, min_texture: float = 0.0) -> TrackOutcome:
+        """Match and solve the pose of ``view`` against ``kf`` (no state change).
+
+        With ``min_texture`` > 0, a frame whose textured fraction (see ``TrackOutcome``) is
+        below it is not matched at all (a blank view: no pose, message says so)."""
         cfg = self.config
         min_inl = cfg.min_inliers if min_inliers is None else min_inliers
         timings: dict[str, float] = {}
@@ -223,10 +235,16 @@ class Tracker:
         timings["decode"] = _ms(t)
         # "cam" = the frame, "kf" = the keyframe; src/dst of the matcher by mode.
         v_cam, v_kf = (pred.view1, pred.view2) if sim3 else (pred.view2, pred.view1)
+        ref = torch.quantile(v_kf.desc_conf.reshape(-1)[::4].float(), 0.9)
+        texture = float((v_cam.desc_conf >= 0.3 * ref).float().mean())
+        if texture < min_texture:
+            return TrackOutcome(kf, None, pred, 0, "", f"blank view (textured fraction {texture:.2f})",
+                                timings, texture)
         t = time.perf_counter()
         matcher = "frm" if use_frm else "local"
         xy_cam, xy_kf = self._match(pred, v_cam, v_kf, kf, K_net_cam, sim3, use_frm)
-        if not use_frm and xy_cam.shape[0] < 2 * min_inl:
+        if not use_frm and xy_cam.shape[0] < 2 * min_inl and texture >= cfg.reloc_min_texture:
+            # too few local matches on a textured view: FRM fallback (not on blank views)
             matcher = "frm"
             xy_cam, xy_kf = self._match(pred, v_cam, v_kf, kf, K_net_cam, sim3, True)
         n = int(xy_cam.shape[0])
@@ -252,7 +270,7 @@ class Tracker:
             except RuntimeError as exc:
                 message = str(exc)
         timings["pose"] = _ms(t)
-        return TrackOutcome(kf, pose, pred, n, matcher, message, timings)
+        return TrackOutcome(kf, pose, pred, n, matcher, message, timings, texture)
 
     def _match(self, pred: PairPrediction, v_cam, v_kf, kf: Keyframe, K_net_cam: np.ndarray,
                sim3: bool, use_frm: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,7 +308,40 @@ class Tracker:
             pts = pose.scale * pred.view2.pts3d @ T[:3, :3].T + T[:3, 3]
             kf.fuse(pts, pred.view2.conf)
         else:
-            kf.fuse(pred.view1.pts3d, pred.view1.conf)
+            r = self.pair_scale(out)
+            if r is not None:
+                self._log_ratio_sum += float(np.log(r))
+                self._n_ratio += 1
+            r = r if (r is not None and self.config.scale_consistent_keyframes) else 1.0
+            kf.fuse(pred.view1.pts3d / r, pred.view1.conf)
+
+    def pair_scale(self, out: TrackOutcome) -> float | None:
+        """Scale of this pair's prediction relative to the keyframe's fused pointmap (median
+        depth ratio over confident pixels), or None when too few pixels qualify."""
+        kf, pred = out.keyframe, out.pred
+        v1 = pred.view1 if self.config.pose_mode is PoseMode.SE3_PNP else None
+        if v1 is None:
+            return None
+        z_map, z_pair = kf.pts3d[..., 2], v1.pts3d[..., 2]
+        ok = (kf.conf >= self.config.min_conf) & (v1.conf >= self.config.min_conf) \
+            & (z_map > 0) & (z_pair > 0)
+        if int(ok.sum()) < 16:
+            return None
+        return float((z_pair[ok] / z_map[ok]).median())
+
+    def scale_correction(self) -> float:
+        """Factor that makes the map metric on average (1 when not enabled / no data):
+        ``exp(mean log(pair scale / map scale))`` over the pairs since the last rescale,
+        weighted by all pairs measured (per-pair errors average away, the map keeps one
+        consistent scale)."""
+        if (not self.config.metric_scale_averaging or self.config.pose_mode is PoseMode.SIM3
+                or self._n_ratio < 5):
+            return 1.0
+        return float(np.exp(self._log_ratio_sum / self._n_ratio))
+
+    def applied_rescale(self, c: float) -> None:
+        """The caller rescaled every length of the map by ``c``."""
+        self._log_ratio_sum -= self._n_ratio * float(np.log(c))
 
     def keyframe_due(self, out: TrackOutcome) -> bool:
         """Keyframe decision for a successfully tracked frame."""
@@ -315,11 +366,8 @@ class Tracker:
         else:
             ratio = 1.0
             if cfg.scale_consistent_keyframes:
-                z_map, z_pair = kf.pts3d[..., 2], pred.view1.pts3d[..., 2]
-                ok = (kf.conf >= cfg.min_conf) & (pred.view1.conf >= cfg.min_conf) \
-                    & (z_map > 0) & (z_pair > 0)
-                if int(ok.sum()) >= 16:
-                    ratio = float((z_map[ok] / z_pair[ok]).median())
+                r = self.pair_scale(out)
+                ratio = 1.0 if r is None else 1.0 / r
             T_cam_kf = torch.as_tensor(np.linalg.inv(pose.T_kf_cam), dtype=torch.float32,
                                        device=kf.pts3d.device)
             pts = (ratio * pred.view2.pts3d) @ T_cam_kf[:3, :3].T + T_cam_kf[:3, 3]
@@ -340,3 +388,5 @@ class Tracker:
         self._ref_inliers.clear()
         self.K_estimated = None
         self._focal_refined = False
+        self._log_ratio_sum = 0.0
+        self._n_ratio = 0
