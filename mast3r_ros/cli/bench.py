@@ -1,7 +1,8 @@
 """``mast3r-ros bench``: time the encoder and decoder+heads of a MASt3R config.
 
 Prints one JSON object: encoder ms per image, decoder, heads and decoder+heads ms per pair
-(from cached encoder features), fast reciprocal matching ms on the pair's descriptors,
+(from cached encoder features), fast reciprocal matching and the tracker's local matcher ms
+on the pair's outputs,
 pairs/s (two fresh images encoded + decoded, and decode-only), peak memory (CUDA: max
 allocated; CPU: the process's peak RSS), min / median / max of every timing, the thread
 count and the load average before and after (with a warning on a busy machine). ViT-L needs
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile encoder, decoder and heads for the fixed input shape "
                         "(CPU inductor or CUDA; the first call compiles, minutes for ViT-L)")
-    p.add_argument("--no-frm", action="store_true", help="skip timing fast reciprocal matching")
+    p.add_argument("--no-frm", action="store_true", help="skip timing fast reciprocal matching and the local matcher")
     p.set_defaults(func=run)
 
 
@@ -148,8 +149,21 @@ def run(args: argparse.Namespace) -> int:
 
         t["frm"] = time_fn(lambda: match_prediction(pred),
                            runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("FRM"))
+    if not args.no_frm:
+        # the tracker's local matcher on the same pair (frame = view 2 into keyframe = view 1);
+        # its cost is fixed per seed, so a nominal K serves random weights as well as real ones
+        import numpy as np
+
+        from mast3r_ros.slam.local_match import local_match
+
+        h_net, w_net = pred.view1.desc.shape[:2]
+        K_net = np.array([[max(h_net, w_net), 0, (w_net - 1) / 2], [0, max(h_net, w_net), (h_net - 1) / 2],
+                          [0, 0, 1.0]])
+        t["tracking_match"] = time_fn(
+            lambda: local_match(pred.view2.desc, pred.view1.desc, pred.view2.pts3d, K_net),
+            runs=args.iters, warmup=args.warmup, sync=sync, iterate=bar("local matcher"))
     machine.finish()
-    per = {k: v.median_ms / (1 if k == "frm" else args.batch) for k, v in t.items()}
+    per = {k: v.median_ms / (1 if k in ("frm", "tracking_match") else args.batch) for k, v in t.items()}
     enc_ms, dec_ms = per["encoder"], per["decoder_heads"]
     if dev.type == "cuda":
         peak = {"peak_cuda_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
@@ -167,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         "heads_ms_per_pair": round(per["heads"], 3),
         "decoder_heads_ms_per_pair": round(dec_ms, 3),
         **({"frm_ms": round(per["frm"], 3)} if "frm" in per else {}),
+        **({"tracking_match_ms": round(per["tracking_match"], 3)} if "tracking_match" in per else {}),
         "pairs_per_s": round(1e3 / (2 * enc_ms + dec_ms), 3),
         "cached_pairs_per_s": round(1e3 / dec_ms, 3),
         "timings": {k: v.summary() for k, v in t.items()},
