@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("mast3r_ros.cli.infer", "run MASt3R on an image pair and write an .npz"),
     "convert": ("mast3r_ros.cli.convert", "convert a MASt3R .pth checkpoint to .safetensors"),
     "bench": ("mast3r_ros.cli.bench", "time the MASt3R encoder and decoder+heads"),
+    "align": ("mast3r_ros.cli.align", "sparse global alignment of an image set -> poses.tum, intrinsics.json, cloud.ply"),
 }
 
 
