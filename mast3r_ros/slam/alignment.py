@@ -784,7 +784,7 @@ class AlignmentProblem:
             loss = sum((w * l).sum() for w, l, _ in residuals(T, depth_corr(), f)) / wsum
             loss.backward()
             opt.step()
-            last = float(loss)
+            last = float(loss.detach())
         with torch.no_grad():
             T = poses().double().cpu().numpy()
             d = depth_corr()
