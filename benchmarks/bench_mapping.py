@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from mast3r_ros.slam.alignment import AlignmentConfig, AlignmentProblem
-    from mast3r_ros.slam.cloud import build_point_cloud
+    from mast3r_ros.slam.point_cloud import build_point_cloud, network_colors
     from mast3r_ros.synth.sequence import SynthConfig, generate
     from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"\nload average {os.getloadavg()}")
     print("| stride | input points | output points (voxel 2 cm) | build (ms) |")
     print("|---|---|---|---|")
-    imgs = [f.rgb for f in seq.frames]
+    imgs = [network_colors(f.rgb, prob.views[i].transform) for i, f in enumerate(seq.frames)]
     for stride in (8, 4, 2, 1):
         n_in = sum(int((prob.views[v].conf[::1] >= 0).sum()) // (stride * stride)
                    for v in range(len(prob.keys)))

@@ -19,7 +19,7 @@ from mast3r_ros.geometry.align import umeyama
 from mast3r_ros.slam.alignment import (AlignmentConfig, SceneGraph, make_pairs,
                                        parse_scene_graph)
 from mast3r_ros.slam.batch import align_images
-from mast3r_ros.slam.cloud import voxel_downsample
+from mast3r_ros.slam.point_cloud import voxel_downsample
 from mast3r_ros.slam.loop_closure import LoopCandidate, LoopClosureConfig, LoopDetector
 from mast3r_ros.slam.mapper import KeyframeData, Mapper, MapperConfig, OptimizationKind
 from mast3r_ros.synth.render import render
@@ -197,7 +197,7 @@ def end_to_start(est: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(re[:3, 3] - rg[:3, 3])) / path
 
 
-N_LOOP = 24
+N_LOOP = 20
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +213,9 @@ def loop_run(one_torch_thread):
     out = {}
     for loop in (False, True):
         cfg = MapperConfig(
-            alignment=AlignmentConfig(match_subsample=4, stage1_iters=100, stage2_iters=60),
-            full_alignment=FAST, loop=LoopClosureConfig(enabled=loop))
+            alignment=AlignmentConfig(stage1_iters=60, stage2_iters=40), neighbors=2,
+            full_alignment=AlignmentConfig(stage1_iters=200, stage2_iters=150),
+            loop=LoopClosureConfig(enabled=loop))
         mapper = Mapper(eng, cfg)
         ups = [mapper.add_keyframe(kf) for kf in kfs]
         out[loop] = (mapper, ups)

@@ -598,9 +598,12 @@ class AlignmentProblem:
         else:
             parent = _mst(n, self.edge_strength(), fixed)
         t_init = time.perf_counter()
-        loss1 = self._run_stage(1, involved, free, parent, pairs, center_scale)
+        # depths optimised: the free views', plus, when the scale gauge is the mean log-depth
+        # correction (center_scale), the fixed views' too (only their poses stay fixed)
+        depth_free = set(free) | (set(fixed) if center_scale else set())
+        loss1 = self._run_stage(1, involved, free, parent, pairs, center_scale, depth_free)
         t1 = time.perf_counter()
-        loss2 = self._run_stage(2, involved, free, parent, pairs, center_scale)
+        loss2 = self._run_stage(2, involved, free, parent, pairs, center_scale, depth_free)
         t2 = time.perf_counter()
         pair_w, view_w = self._weights(pairs)
         K = np.stack([self.K_net(v) for v in range(n)])
@@ -670,7 +673,7 @@ class AlignmentProblem:
         return self._pix(v, idx) - torch.tensor([K[0, 2], K[1, 2]], dtype=self.dtype, device=self.device)
 
     def _run_stage(self, stage: int, involved: list[int], free: list[int], parent: list[int],
-                   pairs: list[PairObservation], center_scale: bool) -> float:
+                   pairs: list[PairObservation], center_scale: bool, depth_free: set) -> float:
         cfg = self.config
         iters = cfg.stage1_iters if stage == 1 else cfg.stage2_iters
         lr = cfg.stage1_lr if stage == 1 else cfg.stage2_lr
@@ -700,7 +703,7 @@ class AlignmentProblem:
         rv = torch.zeros(len(free_slots), 3, dtype=dt, device=dev, requires_grad=True)
         tv = torch.zeros(len(free_slots), 3, dtype=dt, device=dev, requires_grad=True)
         delta0 = torch.cat([self.delta[v] for v in involved])
-        dmask = torch.cat([torch.full_like(self.delta[v], float(v in free_set)) for v in involved])
+        dmask = torch.cat([torch.full_like(self.delta[v], float(v in depth_free)) for v in involved])
         dd = torch.zeros_like(delta0, requires_grad=True)
         f0 = torch.tensor([self.focal[v] for v in involved], dtype=dt, device=dev)
         fmask = torch.tensor([float(v in free_set and self.K_known[v] is None
@@ -735,10 +738,9 @@ class AlignmentProblem:
             return T
 
         def depth_corr() -> torch.Tensor:
-            d = delta0 + dd * dmask
-            if center_scale:
-                d = d - (dd * dmask).sum() / dmask.sum().clamp_min(1)
-            return d
+            if center_scale:  # the mean correction over the optimised depths stays unchanged
+                return delta0 + (dd - (dd * dmask).sum() / dmask.sum().clamp_min(1)) * dmask
+            return delta0 + dd * dmask
 
         def residuals(T: torch.Tensor, d: torch.Tensor, f: torch.Tensor):
             out = []
@@ -792,12 +794,13 @@ class AlignmentProblem:
             # robust inlier fraction per pair, for the weights
             res = residuals(torch.as_tensor(T, dtype=dt, device=dev), d, torch.as_tensor(f, dtype=dt, device=dev))
         for s, v in enumerate(involved):
+            if v in depth_free:
+                self.delta[v] = d[self._aoff[v]:self._aoff[v] + len(self.delta[v])].detach().clone()
             if v in free_set:
                 self.T[v] = T[s]
                 self.focal[v] = float(f[s])
                 if stage == 2:
                     self.optimized.add(v)
-            self.delta[v] = d[self._aoff[v]:self._aoff[v] + len(self.delta[v])].detach().clone()
         if True:  # robust inlier fraction of each pair after this stage
             inl = torch.zeros(len(pairs), dtype=dt, device=dev)
             cnt = torch.zeros(len(pairs), dtype=dt, device=dev)

@@ -10,7 +10,7 @@ import numpy as np
 from mast3r_ros.model.types import PairEngine
 
 from .alignment import AlignmentConfig, AlignmentProblem, SceneGraph, align_views, make_pairs
-from .cloud import build_point_cloud
+from .point_cloud import build_point_cloud, network_colors
 from .loop_closure import global_descriptor
 
 __all__ = ["BatchAlignment", "align_images"]
@@ -41,7 +41,8 @@ class BatchAlignment:
     def point_cloud(self, max_points: int = 500_000, voxel_size: float = 0.01,
                     stride: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """xyz (N, 3) float32 and rgb (N, 3) uint8, confidence-filtered and voxel-averaged."""
-        return build_point_cloud(self.problem, list(range(len(self.images))), self.images,
+        colors = [network_colors(im, self.problem.views[i].transform) for i, im in enumerate(self.images)]
+        return build_point_cloud(self.problem, list(range(len(self.images))), colors,
                                  min_conf=self.min_conf, stride=stride, max_points=max_points,
                                  voxel_size=voxel_size)
 

@@ -38,7 +38,8 @@ class LoopClosureConfig:
     enabled: bool = True            # look for loops at all
     exclude_recent: int = 8         # the most recent keyframes are never loop candidates
     top_k: int = 3                  # candidates verified per new keyframe
-    min_similarity: float = 0.6     # global-descriptor cosine below this: not a candidate
+    min_similarity: float = 0.3     # global-descriptor cosine below this: not a candidate
+                                    # (low: verification, not retrieval, decides)
     min_inliers: int = 60           # PnP inliers needed to accept a loop
     min_inlier_ratio: float = 0.4   # ... and this fraction of the matches
     reprojection_error_px: float = 2.0  # PnP inlier threshold, network pixels

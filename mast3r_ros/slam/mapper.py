@@ -10,7 +10,8 @@ the new spanning tree). ``optimize_full()`` runs the full pass on request.
 
 Keyframes: anything with ``id`` (str), ``stamp_ns`` (int), ``T_map_cam`` ((4, 4) tracking's
 pose), ``K`` ((3, 3) at original resolution, or None when unknown), ``view``
-(``EncodedView`` from the same engine) and ``image`` ((H, W, 3) uint8 RGB) - the tracking
+(``EncodedView`` from the same engine) and ``image`` ((H, W, 3) uint8 RGB, may be None
+when the keyframe has ``colors``, (h, w, 3) uint8 at network resolution) - the tracking
 core's ``Keyframe`` (branch ``track``) or ``KeyframeData`` below.
 
 Memory per keyframe: its canonical depth (2 float32 per network pixel), anchors, and per
@@ -33,7 +34,7 @@ from mast3r_ros.config import config_from_dict
 from mast3r_ros.model.types import EncodedView, PairEngine
 
 from .alignment import AlignmentConfig, AlignmentProblem, _engine_device
-from .cloud import build_point_cloud
+from .point_cloud import build_point_cloud, network_colors
 from .loop_closure import LoopCandidate, LoopClosureConfig, LoopDetector, global_descriptor
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class MapperConfig:
     cloud_min_conf: float = 3.0  # point-cloud pixels need this fused confidence
     cloud_stride: int = 2       # point-cloud pixel grid step (network pixels)
     max_keyframes: int = 5000   # refuse more (memory bound)
+    reinit_full: bool = True    # full passes re-initialise poses along the spanning tree first
+    keep_mean_scale: bool = True  # full passes keep the mean log-depth correction (scale gauge)
 
     def __post_init__(self) -> None:
         for name, cls in (("alignment", AlignmentConfig), ("full_alignment", AlignmentConfig),
@@ -138,6 +141,7 @@ class Mapper:
             self.loops = LoopDetector(self.engine, self.config.loop)
             self._kfs: dict[str, KeyframeLike] = {}
             self._T_track: dict[str, np.ndarray] = {}
+            self._colors: dict[str, np.ndarray] = {}  # (h, w, 3) uint8 per keyframe
             self._order: list[str] = []
             self.loop_closures: list[LoopCandidate] = []
 
@@ -191,11 +195,12 @@ class Mapper:
             recent = self._order[-self.config.neighbors:]
             self._kfs[kid] = kf
             self._T_track[kid] = T_trk
+            self._colors[kid] = self._network_colors(kf)
             self._order.append(kid)
             self._decode([(kid, r) for r in recent] + [(r, kid) for r in recent])
             t_dec = time.perf_counter()
             if len(self._order) == 1:  # canonical depth waits for the second keyframe
-                desc = global_descriptor(self.engine, kf.view, kf.image)
+                desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
                 self.loops.add(kid, desc)
                 return MapUpdate(kid, self.poses(), timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
             # local window first: it also refines the new keyframe's focal for verification
@@ -206,7 +211,7 @@ class Mapper:
             t_loop = time.perf_counter()
             kind = OptimizationKind.LOCAL
             if accepted:
-                self._optimize(None, self.config.full_alignment, reinit=True)
+                self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
                 kind = OptimizationKind.FULL
             t_end = time.perf_counter()
             return MapUpdate(kid, self.poses(), accepted, rejected, kind, timings_ms={
@@ -234,11 +239,23 @@ class Mapper:
         """
         with self._lock:
             return build_point_cloud(
-                self.problem, self._order, [self._kfs[k].image for k in self._order],
+                self.problem, self._order, [self._colors[k] for k in self._order],
                 min_conf=self.config.cloud_min_conf, stride=self.config.cloud_stride,
                 max_points=max_points, voxel_size=voxel_size)
 
     # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _network_colors(kf: KeyframeLike) -> np.ndarray:
+        """The keyframe's colours at network resolution (its ``colors`` when it has them)."""
+        col = getattr(kf, "colors", None)
+        if col is not None:
+            return np.asarray(col, dtype=np.uint8)
+        return network_colors(kf.image, kf.view.transform)
+
+    @staticmethod
+    def _descriptor_image(kf: KeyframeLike) -> np.ndarray:
+        return kf.image if kf.image is not None else getattr(kf, "colors")
 
     @staticmethod
     def _check_keyframe(kf: Any) -> tuple[str, np.ndarray]:
@@ -253,6 +270,8 @@ class Mapper:
         if not isinstance(kf.view, EncodedView):
             raise ValueError(f"keyframe {kf.id!r}: view must be an EncodedView, got "
                              f"{type(kf.view).__name__}")
+        if kf.image is None and getattr(kf, "colors", None) is None:
+            raise ValueError(f"keyframe {kf.id!r} has neither image nor colors")
         return str(kf.id), T
 
     def _decode(self, pairs: list[tuple[str, str]]) -> None:
@@ -263,14 +282,22 @@ class Mapper:
             self.problem.add_pair(pred, a, b)
 
     def _optimize(self, keys: list[str] | None, cfg: AlignmentConfig, *, reinit: bool = False) -> None:
+        """Optimise ``keys`` (None: every keyframe but the first, which anchors the map frame
+        and its scale) with the others fixed."""
         prob = self.problem
         prob.config = cfg
-        res = prob.optimize(keys, reinit=reinit, center_scale=False)
+        full = keys is None
+        if keys is None:
+            keys = self._order[1:]
+        elif self._order[0] in keys and len(keys) == len(self._order):
+            keys = [k for k in keys if k != self._order[0]]
+        res = prob.optimize(keys, reinit=reinit,
+                            center_scale=full and self.config.keep_mean_scale)
         log.debug("mapper: %s pass over %s keyframes: %s", "full" if keys is None else "local",
                   len(keys) if keys else len(self._order), res.timings_ms)
 
     def _close_loops(self, kid: str, kf: KeyframeLike) -> tuple[list[LoopCandidate], list[LoopCandidate]]:
-        desc = global_descriptor(self.engine, kf.view, kf.image)
+        desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
         cands = self.loops.candidates(desc)
         self.loops.add(kid, desc)
         accepted, rejected = [], []

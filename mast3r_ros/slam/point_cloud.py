@@ -11,7 +11,7 @@ import torch
 
 from .alignment import AlignmentProblem
 
-__all__ = ["voxel_downsample", "build_point_cloud"]
+__all__ = ["voxel_downsample", "network_colors", "build_point_cloud"]
 
 
 def voxel_downsample(xyz: torch.Tensor, rgb: torch.Tensor, voxel_size: float
@@ -37,21 +37,18 @@ def voxel_downsample(xyz: torch.Tensor, rgb: torch.Tensor, voxel_size: float
     return sx / c, sc / c.to(rgb.dtype)
 
 
-def _colours(image: np.ndarray, view, idx: torch.Tensor) -> torch.Tensor:
-    """(N, 3) float colours of network pixels ``idx`` (nearest pixel of the original image)."""
-    ix = idx.cpu().numpy()
-    xy = np.stack([ix % view.w, ix // view.w], 1)
-    uv = np.rint(view.transform.net_to_orig(xy)).astype(np.int64)
-    H, W = image.shape[:2]
-    u = np.clip(uv[:, 0], 0, W - 1)
-    v = np.clip(uv[:, 1], 0, H - 1)
-    return torch.as_tensor(image[v, u], device=idx.device).float()
+def network_colors(image: np.ndarray, transform) -> np.ndarray:
+    """(h, w, 3) uint8 colours of the network pixels of an (H, W, 3) uint8 image."""
+    from mast3r_ros.model.preprocess import resize_and_crop
+
+    return np.ascontiguousarray(resize_and_crop(np.asarray(image, dtype=np.uint8), transform))
 
 
-def build_point_cloud(problem: AlignmentProblem, keys: Sequence, images: Sequence[np.ndarray], *,
+def build_point_cloud(problem: AlignmentProblem, keys: Sequence, colors: Sequence[np.ndarray], *,
                       min_conf: float, stride: int, max_points: int, voxel_size: float
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """World points of the views ``keys`` (images: their (H, W, 3) uint8 RGB, same order).
+    """World points of the views ``keys`` (colors: their (h, w, 3) uint8 RGB at network
+    resolution, ``network_colors``, same order).
 
     Pixels on a ``stride`` grid whose fused confidence is >= ``min_conf``; voxel-averaged;
     then at most ``max_points`` (a fixed-seed random subset).
@@ -64,12 +61,13 @@ def build_point_cloud(problem: AlignmentProblem, keys: Sequence, images: Sequenc
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     xyz, rgb = [], []
-    for key, image in zip(keys, images):
+    for key, col in zip(keys, colors):
         v = problem.index[key]
         X, conf, idx = problem.world_points(v, stride)
         keep = conf >= min_conf
         xyz.append(X[keep].float())
-        rgb.append(_colours(image, problem.views[v], idx[keep]))
+        flat = torch.as_tensor(np.asarray(col).reshape(-1, 3), device=idx.device)
+        rgb.append(flat[idx[keep]].float())
     if not xyz:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
     P, C = voxel_downsample(torch.cat(xyz), torch.cat(rgb), voxel_size)
