@@ -184,9 +184,14 @@ def noisy_chain(gt: np.ndarray, rot_deg: float, trans_m: float, seed: int = 0) -
     return np.stack(out)
 
 
-def ate(est: np.ndarray, gt: np.ndarray) -> float:
-    s = umeyama(est[:, :3, 3], gt[:, :3, 3], with_scale=False)
+def ate(est: np.ndarray, gt: np.ndarray, sim3: bool = False) -> float:
+    """RMS position error after SE(3) (or Sim(3)) alignment, metres."""
+    s = umeyama(est[:, :3, 3], gt[:, :3, 3], with_scale=sim3)
     return float(np.sqrt(np.mean(np.sum((s.apply(est[:, :3, 3]) - gt[:, :3, 3]) ** 2, 1))))
+
+
+def scale_of(est: np.ndarray, gt: np.ndarray) -> float:
+    return umeyama(est[:, :3, 3], gt[:, :3, 3], with_scale=True).scale
 
 
 def end_to_start(est: np.ndarray, gt: np.ndarray) -> float:
@@ -238,9 +243,12 @@ def test_loop_closure_reduces_drift(loop_run):
     for c in loops:
         a, b = int(c.query_id), int(c.match_id)
         assert rot_err_deg(gt[a][:3, :3], gt[b][:3, :3]) < 45
+    # drift (shape) is judged after Sim(3) alignment; the metric scale separately
+    assert ate(est[True], gt, True) < ate(est[False], gt, True)
+    assert ate(est[True], gt, True) < 0.5 * ate(trk, gt, True)
     assert ate(est[True], gt) < ate(est[False], gt)
-    assert ate(est[True], gt) < ate(trk, gt)
     assert end_to_start(est[True], gt) < 0.01
+    assert abs(scale_of(est[True], gt) - 1) < 0.03
 
 
 @pytest.mark.slow

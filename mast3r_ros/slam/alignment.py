@@ -801,14 +801,14 @@ class AlignmentProblem:
                 self.focal[v] = float(f[s])
                 if stage == 2:
                     self.optimized.add(v)
-        if True:  # robust inlier fraction of each pair after this stage
-            inl = torch.zeros(len(pairs), dtype=dt, device=dev)
-            cnt = torch.zeros(len(pairs), dtype=dt, device=dev)
-            pids = [x["pid"] for x in (m, r) if x["w"] is not None]
-            for (w, _, rr), pid in zip(res, pids):
-                inl.index_add_(0, pid, (rr <= 1.0).to(dt))
-                cnt.index_add_(0, pid, torch.ones_like(rr))
-            self._inlier_frac = {(o.i, o.j): float(inl[k] / cnt[k].clamp_min(1)) for k, o in enumerate(pairs)}
+        # robust inlier fraction of each pair after this stage (for the weights)
+        inl = torch.zeros(len(pairs), dtype=dt, device=dev)
+        cnt = torch.zeros(len(pairs), dtype=dt, device=dev)
+        pids = [x["pid"] for x in (m, r) if x["w"] is not None]
+        for (w, _, rr), pid in zip(res, pids):
+            inl.index_add_(0, pid, (rr <= 1.0).to(dt))
+            cnt.index_add_(0, pid, torch.ones_like(rr))
+        self._inlier_frac = {(o.i, o.j): float(inl[k] / cnt[k].clamp_min(1)) for k, o in enumerate(pairs)}
         return last
 
     def _points(self, ray: torch.Tensor, z: torch.Tensor, d: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

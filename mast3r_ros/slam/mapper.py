@@ -5,8 +5,8 @@ its pose initialised from tracking (relative to the latest keyframe, so correcti
 made carry over), and a *local window* (the new keyframe and the ``window - 1`` most recent
 ones) is optimised by sparse global alignment with every other keyframe they share a pair
 with held fixed. Then retrieval proposes loop candidates among older keyframes; a verified
-loop adds its pairs and triggers a *full* pass (every keyframe, chain re-initialised along
-the new spanning tree). ``optimize_full()`` runs the full pass on request.
+loop adds its pairs and triggers a *full* pass (every keyframe but the first, which anchors
+the map frame; the mean depth scale is kept). ``optimize_full()`` runs it on request.
 
 Keyframes: anything with ``id`` (str), ``stamp_ns`` (int), ``T_map_cam`` ((4, 4) tracking's
 pose), ``K`` ((3, 3) at original resolution, or None when unknown), ``view``
@@ -78,7 +78,8 @@ class MapperConfig:
     cloud_min_conf: float = 3.0  # point-cloud pixels need this fused confidence
     cloud_stride: int = 2       # point-cloud pixel grid step (network pixels)
     max_keyframes: int = 5000   # refuse more (memory bound)
-    reinit_full: bool = True    # full passes re-initialise poses along the spanning tree first
+    reinit_full: bool = False   # full passes re-initialise poses along the spanning tree first
+                                # (off: start from the current poses; measured better on loops)
     keep_mean_scale: bool = True  # full passes keep the mean log-depth correction (scale gauge)
 
     def __post_init__(self) -> None:
@@ -220,11 +221,11 @@ class Mapper:
                 "total": 1e3 * (t_end - t0)})
 
     def optimize_full(self) -> MapUpdate:
-        """Full alignment pass over every keyframe (chain re-initialised)."""
+        """Full alignment pass over every keyframe (the first one anchors the map frame)."""
         t0 = time.perf_counter()
         with self._lock:
             if len(self._order) >= 2:
-                self._optimize(None, self.config.full_alignment, reinit=True)
+                self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
             return MapUpdate("", self.poses(), optimization=OptimizationKind.FULL,
                              timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
 
