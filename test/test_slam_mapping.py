@@ -232,9 +232,12 @@ def test_loop_closure_reduces_drift(loop_run):
     seq, gt, trk, out = loop_run
     est = {k: np.stack([ups[-1].poses[str(i)] for i in range(N_LOOP)]) for k, (_, ups) in out.items()}
     loops = [c for u in out[True][1] for c in u.loop_closures]
-    print(f"ATE tracking {ate(trk, gt):.4f} m, mapper without loops {ate(est[False], gt):.4f} m, "
-          f"with loops {ate(est[True], gt):.4f} m; end-to-start drift {100 * end_to_start(trk, gt):.2f} / "
-          f"{100 * end_to_start(est[False], gt):.2f} / {100 * end_to_start(est[True], gt):.2f} % of the path; "
+    print(f"ATE (SE3) tracking {ate(trk, gt):.4f} m, mapper without loops {ate(est[False], gt):.4f} m, "
+          f"with loops {ate(est[True], gt):.4f} m; ATE (Sim3) {ate(trk, gt, True):.4f} / "
+          f"{ate(est[False], gt, True):.4f} / {ate(est[True], gt, True):.4f} m; scale "
+          f"{scale_of(est[False], gt):.4f} / {scale_of(est[True], gt):.4f}; end-to-start drift "
+          f"{100 * end_to_start(trk, gt):.2f} / {100 * end_to_start(est[False], gt):.2f} / "
+          f"{100 * end_to_start(est[True], gt):.2f} % of the path; "
           f"loops {[(c.query_id, c.match_id, c.num_inliers) for c in loops]}")
     assert loops, "no loop was closed"
     assert any(u.optimization is OptimizationKind.FULL for u in out[True][1])
