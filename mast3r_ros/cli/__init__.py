@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("mast3r_ros.cli.bench", "time the MASt3R encoder and decoder+heads"),
     "relocalize": ("mast3r_ros.cli.relocalize", "metric pose of a query image from one reference image"),
     "reloc-eval": ("mast3r_ros.cli.reloc_eval", "map-free relocalization metrics on pairs of a bag with ground truth"),
+    "align": ("mast3r_ros.cli.align", "sparse global alignment of an image set -> poses.tum, intrinsics.json, cloud.ply"),
 }
 
 # Loggers of third-party libraries that talk at INFO (faiss: "Loading faiss with AVX2

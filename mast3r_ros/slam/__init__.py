@@ -8,6 +8,14 @@ optional mapper on one engine).
 - ``tracker``: ``TrackerConfig``, ``Tracker``.
 - ``system``: ``SlamConfig``, ``SlamSystem``.
 - ``cloud``: point clouds of keyframes (voxel subsampling, PLY).
+
+Mapping by incremental sparse global alignment, loop closure and point clouds:
+
+- ``alignment``: ``AlignmentConfig``, ``AlignmentProblem``, ``align_views``, scene graphs.
+- ``mapper``: ``Mapper``, ``MapperConfig``, ``MapUpdate``, ``KeyframeData``.
+- ``loop_closure``: ``LoopDetector``, ``LoopClosureConfig``, ``LoopCandidate``.
+- ``point_cloud``: ``build_point_cloud``, ``voxel_downsample``.
+- ``batch``: ``align_images`` (``mast3r-ros align``).
 """
 from mast3r_ros.slam.local_match import LocalMatchConfig, LocalMatches, local_match
 from mast3r_ros.slam.pose import PoseMode

@@ -1,0 +1,318 @@
+"""The mapper: keyframes in, corrected keyframe poses, loop closures and a point cloud out.
+
+Each new keyframe is decoded against its ``neighbors`` most recent keyframes (both orders),
+its pose initialised from tracking (relative to the latest keyframe, so corrections already
+made carry over), and a *local window* (the new keyframe and the ``window - 1`` most recent
+ones) is optimised by sparse global alignment with every other keyframe they share a pair
+with held fixed. Then retrieval proposes loop candidates among older keyframes; a verified
+loop adds its pairs and triggers a *full* pass (every keyframe but the first, which anchors
+the map frame; the mean depth scale is kept). ``optimize_full()`` runs it on request.
+
+Keyframes: anything with ``id`` (str), ``stamp_ns`` (int), ``T_map_cam`` ((4, 4) tracking's
+pose), ``K`` ((3, 3) at original resolution, or None when unknown), ``view``
+(``EncodedView`` from the same engine) and ``image`` ((H, W, 3) uint8 RGB, may be None
+when the keyframe has ``colors``, (h, w, 3) uint8 at network resolution) - the tracking
+core's ``Keyframe`` (branch ``track``) or ``KeyframeData`` below.
+
+Memory per keyframe: its canonical depth (2 float32 per network pixel), anchors, and per
+ordered pair at most ``max_matches_per_pair`` matches plus a coarse regression grid: the
+map grows by keyframes, never by frames.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+import torch
+
+from mast3r_ros.config import config_from_dict
+from mast3r_ros.model.types import EncodedView, PairEngine
+
+from .alignment import AlignmentConfig, AlignmentProblem, _engine_device
+from .point_cloud import build_point_cloud, network_colors
+from .loop_closure import LoopCandidate, LoopClosureConfig, LoopDetector, global_descriptor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MapperConfig", "KeyframeLike", "KeyframeData", "OptimizationKind", "MapUpdate",
+           "Mapper"]
+
+
+class KeyframeLike(Protocol):
+    """What the mapper reads from a keyframe (the tracking core's ``Keyframe`` fits)."""
+
+    id: str
+    stamp_ns: int
+    T_map_cam: np.ndarray
+    K: np.ndarray | None
+    view: EncodedView
+    image: np.ndarray
+
+
+@dataclass
+class KeyframeData:
+    """A minimal keyframe (tests, ``mast3r-ros align``); see ``KeyframeLike``."""
+
+    id: str
+    stamp_ns: int
+    T_map_cam: np.ndarray
+    K: np.ndarray | None
+    view: EncodedView
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """Mapper settings; ``alignment`` and ``loop`` may be given as nested dicts."""
+
+    alignment: AlignmentConfig = AlignmentConfig(stage1_iters=150, stage2_iters=100)  # local passes
+    full_alignment: AlignmentConfig = AlignmentConfig()  # full passes (after loops, on request)
+    loop: LoopClosureConfig = LoopClosureConfig()
+    neighbors: int = 3          # a new keyframe is paired with this many most recent keyframes
+    window: int = 5             # keyframes optimised per new keyframe (itself included)
+    cloud_min_conf: float = 3.0  # point-cloud pixels need this fused confidence
+    cloud_stride: int = 2       # point-cloud pixel grid step (network pixels)
+    max_keyframes: int = 5000   # refuse more (memory bound)
+    reinit_full: bool = False   # full passes re-initialise poses along the spanning tree first
+                                # (off: start from the current poses; measured better on loops)
+    keep_mean_scale: bool = True  # full passes keep the mean log-depth correction (scale gauge)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("alignment", AlignmentConfig), ("full_alignment", AlignmentConfig),
+                          ("loop", LoopClosureConfig)):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                object.__setattr__(self, name, cls.from_dict(v))
+        if self.neighbors < 1 or self.window < 1 or self.cloud_stride < 1 or self.max_keyframes < 2:
+            raise ValueError("MapperConfig: neighbors, window, cloud_stride must be >= 1 and "
+                             "max_keyframes >= 2")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "MapperConfig":
+        return config_from_dict(cls, values)
+
+
+class OptimizationKind(Enum):
+    """Which alignment pass a keyframe triggered."""
+
+    NONE = "none"    # first keyframe
+    LOCAL = "local"  # the local window
+    FULL = "full"    # every keyframe (after a loop closure or on request)
+
+
+@dataclass
+class MapUpdate:
+    """What one ``add_keyframe`` / ``optimize_full`` changed.
+
+    Attributes:
+        keyframe_id: the keyframe added ("" for ``optimize_full``).
+        poses: {keyframe id: (4, 4) corrected T_map_cam} for *every* keyframe.
+        loop_closures: verified loops (``LoopCandidate``, accepted).
+        rejected_loops: candidates that failed verification (with their reason).
+        optimization: which pass ran. timings_ms: decode, loop, optimize, total.
+    """
+
+    keyframe_id: str
+    poses: dict[str, np.ndarray]
+    loop_closures: list[LoopCandidate] = field(default_factory=list)
+    rejected_loops: list[LoopCandidate] = field(default_factory=list)
+    optimization: OptimizationKind = OptimizationKind.NONE
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Mapper:
+    """Incremental sparse global alignment + loop closure over keyframes. Thread-safe."""
+
+    def __init__(self, engine: PairEngine, config: MapperConfig = MapperConfig()) -> None:
+        self.engine = engine
+        self.config = config
+        self.device = _engine_device(engine)
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every keyframe."""
+        with getattr(self, "_lock", threading.RLock()):
+            self.problem = AlignmentProblem(self.config.full_alignment, self.device)
+            self.loops = LoopDetector(self.engine, self.config.loop)
+            self._kfs: dict[str, KeyframeLike] = {}
+            self._T_track: dict[str, np.ndarray] = {}
+            self._colors: dict[str, np.ndarray] = {}  # (h, w, 3) uint8 per keyframe
+            self._order: list[str] = []
+            self.loop_closures: list[LoopCandidate] = []
+
+    # ------------------------------------------------------------------ queries
+
+    def keyframe_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._order)
+
+    def poses(self) -> dict[str, np.ndarray]:
+        """{keyframe id: (4, 4) corrected T_map_cam}."""
+        with self._lock:
+            return {k: self.problem.T[self.problem.index[k]].copy() for k in self._order}
+
+    def intrinsics(self) -> dict[str, np.ndarray]:
+        """{keyframe id: (3, 3) K at the keyframe's original resolution (known or estimated)}."""
+        with self._lock:
+            out = {}
+            for k in self._order:
+                v = self.problem.index[k]
+                out[k] = self.problem.views[v].transform.intrinsics_to_orig(self.problem.K_net(v))
+            return out
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    # ------------------------------------------------------------------ updates
+
+    def add_keyframe(self, kf: KeyframeLike) -> MapUpdate:
+        """Add a keyframe, optimise its local window, look for (and close) loops.
+
+        Raises:
+            ValueError: a keyframe with this id exists, a field is missing or malformed,
+                or ``max_keyframes`` is reached.
+        """
+        t0 = time.perf_counter()
+        kid, T_trk = self._check_keyframe(kf)
+        with self._lock:
+            if kid in self._kfs:
+                raise ValueError(f"keyframe id {kid!r} was already added")
+            if len(self._order) >= self.config.max_keyframes:
+                raise ValueError(f"the map holds max_keyframes={self.config.max_keyframes} "
+                                 "keyframes; raise it or start a new map")
+            prob = self.problem
+            K_net = None if kf.K is None else kf.view.transform.intrinsics_to_net(np.asarray(kf.K))
+            T_init = T_trk
+            if self._order:  # carry the corrections made so far: relative to the last keyframe
+                last = self._order[-1]
+                T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
+            prob.add_view(kid, kf.view.transform, K_net, T_init)
+            recent = self._order[-self.config.neighbors:]
+            self._kfs[kid] = kf
+            self._T_track[kid] = T_trk
+            self._colors[kid] = self._network_colors(kf)
+            self._order.append(kid)
+            self._decode([(kid, r) for r in recent] + [(r, kid) for r in recent])
+            t_dec = time.perf_counter()
+            if len(self._order) == 1:  # canonical depth waits for the second keyframe
+                desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
+                self.loops.add(kid, desc)
+                return MapUpdate(kid, self.poses(), timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
+            # local window first: it also refines the new keyframe's focal for verification
+            window = self._order[-self.config.window:]
+            self._optimize(window, self.config.alignment)
+            t_loc = time.perf_counter()
+            accepted, rejected = self._close_loops(kid, kf)
+            t_loop = time.perf_counter()
+            kind = OptimizationKind.LOCAL
+            if accepted:
+                self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
+                kind = OptimizationKind.FULL
+            t_end = time.perf_counter()
+            return MapUpdate(kid, self.poses(), accepted, rejected, kind, timings_ms={
+                "decode": 1e3 * (t_dec - t0), "local": 1e3 * (t_loc - t_dec),
+                "loop": 1e3 * (t_loop - t_loc), "full": 1e3 * (t_end - t_loop),
+                "total": 1e3 * (t_end - t0)})
+
+    def optimize_full(self) -> MapUpdate:
+        """Full alignment pass over every keyframe (the first one anchors the map frame)."""
+        t0 = time.perf_counter()
+        with self._lock:
+            if len(self._order) >= 2:
+                self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
+            return MapUpdate("", self.poses(), optimization=OptimizationKind.FULL,
+                             timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
+
+    # ------------------------------------------------------------------ point cloud
+
+    def point_cloud(self, max_points: int = 200_000, voxel_size: float = 0.02
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Map points: confident pixels of every keyframe, voxel-averaged, at most ``max_points``.
+
+        Returns:
+            xyz (N, 3) float32 in the map frame (metres) and rgb (N, 3) uint8.
+        """
+        with self._lock:
+            return build_point_cloud(
+                self.problem, self._order, [self._colors[k] for k in self._order],
+                min_conf=self.config.cloud_min_conf, stride=self.config.cloud_stride,
+                max_points=max_points, voxel_size=voxel_size)
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _network_colors(kf: KeyframeLike) -> np.ndarray:
+        """The keyframe's colours at network resolution (its ``colors`` when it has them)."""
+        col = getattr(kf, "colors", None)
+        if col is not None:
+            return np.asarray(col, dtype=np.uint8)
+        return network_colors(kf.image, kf.view.transform)
+
+    @staticmethod
+    def _descriptor_image(kf: KeyframeLike) -> np.ndarray:
+        return kf.image if kf.image is not None else getattr(kf, "colors")
+
+    @staticmethod
+    def _check_keyframe(kf: Any) -> tuple[str, np.ndarray]:
+        for name in ("id", "stamp_ns", "T_map_cam", "K", "view", "image"):
+            if not hasattr(kf, name):
+                raise ValueError(f"keyframe lacks the field {name!r} (expected id, stamp_ns, "
+                                 "T_map_cam, K, view, image)")
+        T = np.asarray(kf.T_map_cam, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"keyframe {kf.id!r}: T_map_cam must be a finite (4, 4) matrix, got "
+                             f"shape {T.shape}")
+        if not isinstance(kf.view, EncodedView):
+            raise ValueError(f"keyframe {kf.id!r}: view must be an EncodedView, got "
+                             f"{type(kf.view).__name__}")
+        if kf.image is None and getattr(kf, "colors", None) is None:
+            raise ValueError(f"keyframe {kf.id!r} has neither image nor colors")
+        return str(kf.id), T
+
+    def _decode(self, pairs: list[tuple[str, str]]) -> None:
+        if not pairs:
+            return
+        preds = self.engine.decode_batch([(self._kfs[a].view, self._kfs[b].view) for a, b in pairs])
+        for (a, b), pred in zip(pairs, preds):
+            self.problem.add_pair(pred, a, b)
+
+    def _optimize(self, keys: list[str] | None, cfg: AlignmentConfig, *, reinit: bool = False) -> None:
+        """Optimise ``keys`` (None: every keyframe but the first, which anchors the map frame
+        and its scale) with the others fixed."""
+        prob = self.problem
+        prob.config = cfg
+        full = keys is None
+        if keys is None:
+            keys = self._order[1:]
+        elif self._order[0] in keys and len(keys) == len(self._order):
+            keys = [k for k in keys if k != self._order[0]]
+        res = prob.optimize(keys, reinit=reinit,
+                            center_scale=full and self.config.keep_mean_scale)
+        log.debug("mapper: %s pass over %s keyframes: %s", "full" if keys is None else "local",
+                  len(keys) if keys else len(self._order), res.timings_ms)
+
+    def _close_loops(self, kid: str, kf: KeyframeLike) -> tuple[list[LoopCandidate], list[LoopCandidate]]:
+        desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
+        cands = self.loops.candidates(desc)
+        self.loops.add(kid, desc)
+        accepted, rejected = [], []
+        v = self.problem.index[kid]
+        for mid, sim in cands:
+            if (mid, kid) in self.problem.pairs:
+                continue
+            cand = LoopCandidate(query_id=kid, match_id=mid, similarity=sim)
+            cand, pred = self.loops.verify(cand, self._kfs[mid].view, kf.view, self.problem.K_net(v))
+            if cand.accepted:
+                self.problem.add_pair(pred, mid, kid)
+                self._decode([(kid, mid)])
+                accepted.append(cand)
+            else:
+                rejected.append(cand)
+        self.loop_closures.extend(accepted)
+        return accepted, rejected
