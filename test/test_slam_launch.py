@@ -119,13 +119,15 @@ def test_ros2_launch_cli_gives_odometry_tf_status_and_keyframes(seq_bag):
                      ("/mast3r/tracking/odometry", "nav_msgs/msg/Odometry"),
                      ("/tf", "tf2_msgs/msg/TFMessage"))}
         got = {}
+        deadline = time.monotonic() + 300
         for topic, p in echos.items():
-            try:
-                out, err = p.communicate(timeout=300)
-            except subprocess.TimeoutExpired:
+            # wait for the message, but stop at once if the launch itself has ended
+            while p.poll() is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if p.poll() is None:
                 p.kill()
-                out, err = p.communicate()
-            assert p.returncode == 0, (topic, err)
+            out, err = p.communicate()
+            assert p.returncode == 0, (topic, err, f"launch exit code: {proc.poll()}")
             got[topic] = out
         status = got["/mast3r/tracking/status"]
         assert "state_name: initializing" in status or "state_name: tracking" in status, status
