@@ -59,6 +59,9 @@ IMPORT_TO_KEY: dict[str, str | None] = {
     "mcap_ros2": PIP_ONLY,
     "evo": PIP_ONLY,
     "conftest": None,
+    "hostile": None,               # test/hostile.py, the RLIMIT_AS harness of the hardening tests
+    "bench_network_modes": None,   # benchmarks/bench_network_modes.py, imported by bench_heads.py
+    "rcl_interfaces": "rcl_interfaces",
 }
 # Declared for the nodes and launch files that ../shared/ROS_API.md names and that parallel
 # work is adding (MarkerArray keyframes, /tf, launch/, fuzz and memory tests): allowed to be
