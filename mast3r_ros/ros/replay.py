@@ -32,6 +32,8 @@ class ReplayResult:
         cloud: the last ``map/points`` as (xyz (N, 3), rgb (N, 3)), or None.
         published: frames published; wall_s: replay duration.
         samples: per-frame callback results (``on_frame``), e.g. memory readings.
+        final_trajectory: the node's ``SlamSystem.trajectory()`` at the end of the replay:
+            every frame's pose after the corrections made since it was published.
     """
 
     poses: dict[int, np.ndarray] = field(default_factory=dict)
@@ -42,6 +44,7 @@ class ReplayResult:
     published: int = 0
     wall_s: float = 0.0
     samples: list[Any] = field(default_factory=list)
+    final_trajectory: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(stamps_ns (N,) int64 sorted, poses (N, 4, 4)) of the published map poses."""
@@ -181,6 +184,9 @@ def replay_sequence(sequence, node_parameters: dict[str, Any], *, namespace: str
             time.sleep(0.05)   # the map timer has not rebuilt map/* since the last keyframe
         time.sleep(0.3)  # the last messages (points, path) reach the recorder
         out.wall_s = time.monotonic() - t0
+        slam = getattr(node, "slam", None)
+        if slam is not None:
+            out.final_trajectory = slam.trajectory()
         return out
     finally:
         if executor is not None:
