@@ -162,11 +162,13 @@ class SlamSystem:
             return res
 
     def reset(self) -> None:
-        """Forget keyframes, trajectory, estimated intrinsics and references."""
+        """Forget keyframes, trajectory, estimated intrinsics, references and the mapper's map."""
         with self._lock:
             self.tracker.reset()
             if self.relocalizer is not None:
                 self.relocalizer.reset()
+            if self.mapper is not None and hasattr(self.mapper, "reset"):
+                self.mapper.reset()
             self._clear()
 
     def set_pose(self, T_map_cam: np.ndarray) -> None:
@@ -263,7 +265,8 @@ class SlamSystem:
                 self._use_frm_next = False
                 # the frame is the keyframe: re-anchor its trajectory entry on it
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
-                self._rescale_map(self.tracker.scale_correction())
+                if self.mapper is None:  # with a mapper, alignment owns the map's scale
+                    self._rescale_map(self.tracker.scale_correction())
                 self._on_new_keyframe(new_kf)
                 T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
@@ -380,8 +383,9 @@ class SlamSystem:
                                            frame_id=kf.frame_id, view=kf.view,
                                            stamp_ns=kf.stamp_ns)
         if self.mapper is not None:
-            update = self.mapper.add_keyframe(kf)
-            self._apply_map_update(update)
+            from .map_link import add_to_mapper
+
+            self._apply_map_update(add_to_mapper(self.mapper, kf))
 
     def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
         """A loaded keyframe: register it for relocalization (no mapping)."""
