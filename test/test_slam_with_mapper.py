@@ -83,7 +83,7 @@ def test_keyframes_flow_through_the_mapper_and_back(runs):
     tracked = {r.new_keyframe.id: r.T_map_cam for r in res if r.new_keyframe is not None}
     moved = []
     for kf in kfs:
-        np.testing.assert_allclose(kf.T_map_cam, corrected[kf.id], atol=1e-9)
+        np.testing.assert_allclose(kf.T_map_cam, corrected[kf.id], atol=1e-5)  # re-orthonormalised
         moved.append(np.linalg.norm(kf.T_map_cam[:3, 3] - tracked[kf.id][:3, 3]))
     print(f"{len(kfs)} keyframes; correction of keyframe positions: median "
           f"{1e3 * np.median(moved):.1f} mm, max {1e3 * np.max(moved):.1f} mm")

@@ -53,6 +53,19 @@ class SlamConfig:
         return config_from_dict(cls, data)
 
 
+def _rigid(T) -> np.ndarray:
+    """(4, 4) float64 with its rotation projected onto SO(3) (the mapper optimises in float32:
+    its rotations are orthonormal to ~1e-6 only, which quaternion messages would expose)."""
+    T = np.array(T, dtype=np.float64)
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        R = U @ np.diag([1.0, 1.0, -1.0]) @ Vt
+    T[:3, :3] = R
+    T[3] = (0.0, 0.0, 0.0, 1.0)
+    return T
+
+
 def _confidence(num_inliers: int, num_matches: int, min_inliers: int) -> float:
     if num_matches <= 0:
         return 0.0
@@ -405,7 +418,7 @@ class SlamSystem:
         for kf in self.tracker.keyframes:
             T = poses.get(kf.id)
             if T is not None:
-                kf.T_map_cam = np.asarray(T, dtype=np.float64)
+                kf.T_map_cam = _rigid(T)
                 changed.append(kf)
         self._sync_references(changed)
 
