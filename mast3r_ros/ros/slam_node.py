@@ -317,7 +317,12 @@ class SlamNode(Node):
         processing_ms = (time.perf_counter() - t0) * 1e3
         self.frames_processed += 1
         camera_frame = msg.header.frame_id or self.opts.camera_frame
-        self._publish_frame(res, stamp_ns, camera_frame, processing_ms)
+        corrected = None
+        if res.new_keyframe is not None and self.slam.mapper is not None:
+            # the mapper moved keyframes: every past frame's pose follows (tracking/path is
+            # re-published from the corrected trajectory; map -> odom takes the correction)
+            corrected = self.slam.trajectory()[-self.opts.path_max_poses:]
+        self._publish_frame(res, stamp_ns, camera_frame, processing_ms, corrected)
         if res.new_keyframe is not None:
             self.pub_keyframe.publish(self._keyframe_msg(res.new_keyframe, rgb.shape))
             self._map_dirty = stamp_ns   # the map timer rebuilds map/* off this thread
@@ -332,7 +337,9 @@ class SlamNode(Node):
     def _robot(self, T_x_cam: np.ndarray) -> np.ndarray:
         return T_x_cam if self.cfg.robot_frame_is_camera else T_x_cam @ invert_T(self.cfg.T_base_cam)
 
-    def _publish_frame(self, res, stamp_ns: int, camera_frame: str, processing_ms: float) -> None:
+    def _publish_frame(self, res, stamp_ns: int, camera_frame: str, processing_ms: float,
+                       corrected: list | None = None) -> None:
+        """``corrected``: the whole (corrected) trajectory after a mapper update, or None."""
         cfg = self.cfg
         robot_frame = camera_frame if cfg.robot_frame_is_camera else cfg.base_frame
         if res.T_map_cam is not None:
@@ -340,6 +347,15 @@ class SlamNode(Node):
             with self._state_lock:
                 from mast3r_ros.slam import TrackingState
 
+                if corrected is not None and self._path and self._T_odom_robot is not None:
+                    # odom continues by the motion since the previous frame, measured on the
+                    # corrected trajectory; map -> odom absorbs the correction (REP-105)
+                    prev = dict(corrected).get(self._path[-1][0])
+                    if prev is not None:
+                        step = invert_T(self._robot(prev)) @ T_map_robot
+                        self._T_map_odom = T_map_robot @ invert_T(self._T_odom_robot @ step)
+                    self._path = deque(((s, self._robot(T)) for s, T in corrected[:-1]),
+                                       maxlen=self.opts.path_max_poses)
                 jump = self._jump or res.state is TrackingState.RELOCALIZED
                 if jump or self._T_odom_robot is None:
                     # odom stays continuous; the correction goes into map -> odom

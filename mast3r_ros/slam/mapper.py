@@ -171,8 +171,12 @@ class Mapper:
 
     # ------------------------------------------------------------------ updates
 
-    def add_keyframe(self, kf: KeyframeLike) -> MapUpdate:
+    def add_keyframe(self, kf: KeyframeLike, *, pose_is_corrected: bool = False) -> MapUpdate:
         """Add a keyframe, optimise its local window, look for (and close) loops.
+
+        ``pose_is_corrected``: the keyframe's ``T_map_cam`` already includes the corrections
+        made so far (a tracker that follows the mapper, as in ``SlamSystem``); by default it is
+        taken as tracking's uncorrected pose and moved by the latest keyframe's correction.
 
         Raises:
             ValueError: a keyframe with this id exists, a field is missing or malformed,
@@ -189,7 +193,7 @@ class Mapper:
             prob = self.problem
             K_net = None if kf.K is None else kf.view.transform.intrinsics_to_net(np.asarray(kf.K))
             T_init = T_trk
-            if self._order:  # carry the corrections made so far: relative to the last keyframe
+            if self._order and not pose_is_corrected:  # carry the corrections made so far: relative to the last keyframe
                 last = self._order[-1]
                 T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
             prob.add_view(kid, kf.view.transform, K_net, T_init)

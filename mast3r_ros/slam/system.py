@@ -53,6 +53,19 @@ class SlamConfig:
         return config_from_dict(cls, data)
 
 
+def _rigid(T) -> np.ndarray:
+    """(4, 4) float64 with its rotation projected onto SO(3) (the mapper optimises in float32:
+    its rotations are orthonormal to ~1e-6 only, which quaternion messages would expose)."""
+    T = np.array(T, dtype=np.float64)
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        R = U @ np.diag([1.0, 1.0, -1.0]) @ Vt
+    T[:3, :3] = R
+    T[3] = (0.0, 0.0, 0.0, 1.0)
+    return T
+
+
 def _confidence(num_inliers: int, num_matches: int, min_inliers: int) -> float:
     if num_matches <= 0:
         return 0.0
@@ -162,11 +175,13 @@ class SlamSystem:
             return res
 
     def reset(self) -> None:
-        """Forget keyframes, trajectory, estimated intrinsics and references."""
+        """Forget keyframes, trajectory, estimated intrinsics, references and the mapper's map."""
         with self._lock:
             self.tracker.reset()
             if self.relocalizer is not None:
                 self.relocalizer.reset()
+            if self.mapper is not None and hasattr(self.mapper, "reset"):
+                self.mapper.reset()
             self._clear()
 
     def set_pose(self, T_map_cam: np.ndarray) -> None:
@@ -263,7 +278,8 @@ class SlamSystem:
                 self._use_frm_next = False
                 # the frame is the keyframe: re-anchor its trajectory entry on it
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
-                self._rescale_map(self.tracker.scale_correction())
+                if self.mapper is None:  # with a mapper, alignment owns the map's scale
+                    self._rescale_map(self.tracker.scale_correction())
                 self._on_new_keyframe(new_kf)
                 T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
@@ -380,8 +396,9 @@ class SlamSystem:
                                            frame_id=kf.frame_id, view=kf.view,
                                            stamp_ns=kf.stamp_ns)
         if self.mapper is not None:
-            update = self.mapper.add_keyframe(kf)
-            self._apply_map_update(update)
+            from .map_link import add_to_mapper
+
+            self._apply_map_update(add_to_mapper(self.mapper, kf))
 
     def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
         """A loaded keyframe: register it for relocalization (no mapping)."""
@@ -401,7 +418,7 @@ class SlamSystem:
         for kf in self.tracker.keyframes:
             T = poses.get(kf.id)
             if T is not None:
-                kf.T_map_cam = np.asarray(T, dtype=np.float64)
+                kf.T_map_cam = _rigid(T)
                 changed.append(kf)
         self._sync_references(changed)
 
