@@ -161,9 +161,10 @@ def test_frames_five_times_faster_than_processing_are_dropped_not_queued(dataset
     assert [s["frames_dropped"] for s in res.statuses] == sorted(
         s["frames_dropped"] for s in res.statuses)   # a running count
     # bounded latency without timing: after each answer the worker takes the NEWEST frame
-    # (a FIFO would take the next old one and fall further behind with every frame); slack
-    # 2: the recorder hears a status a moment after it was published
+    # (a FIFO would take the next old one and fall ~4 frames further behind with every
+    # frame, 40+ by the end); slack 8: the recorder hears a status a moment after it was
+    # published, longer on a loaded machine, but the gap must not grow
     taken = [index[s["stamp_ns"]] for s in res.statuses]
     for prev, nxt in zip(res.statuses, taken[1:]):
-        assert nxt + 1 >= prev["published_at_status"] - 2, (behind, taken)
+        assert nxt + 1 >= prev["published_at_status"] - 8, (behind, taken)
     assert rss[-1] - rss[n // 4] < 150               # MiB: no backlog of images
