@@ -250,10 +250,13 @@ def test_loop_closure_reduces_drift(loop_run):
     assert loops, "no loop was closed"
     assert any(u.optimization is OptimizationKind.FULL for u in out[True][1])
     assert not any(u.loop_closures for u in out[False][1])
-    # every verified loop is a true one (the two keyframes overlap in ground truth)
+    # every verified loop is a true one: its verified relative rotation is the ground truth's
+    # (views of this inward-looking loop can share the scene's centre from far apart angles)
     for c in loops:
         a, b = int(c.query_id), int(c.match_id)
-        assert rot_err_deg(gt[a][:3, :3], gt[b][:3, :3]) < 45
+        R_gt = (np.linalg.inv(gt[b]) @ gt[a])[:3, :3]
+        assert c.T_match_query is not None
+        assert rot_err_deg(c.T_match_query[:3, :3], R_gt) < 3.0, (a, b)
     # drift (shape) is judged after Sim(3) alignment; the metric scale separately
     assert ate(est[True], gt, True) < ate(est[False], gt, True)
     assert ate(est[True], gt, True) < 0.5 * ate(trk, gt, True)
