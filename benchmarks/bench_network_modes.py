@@ -7,9 +7,12 @@ Modes (same random weights, built with the same seed; ViT-L needs no checkpoint)
   compile   float32 + torch.compile (inductor) for the fixed input shape
 
 Every round times one fresh pair (two images encoded + the pair decoded) per mode, the modes
-interleaved so load changes hit all alike; the headline is each mode's median ratio against
-``nchw`` measured in the same run. Errors are max |a - b| against ``f32`` over pts3d
-(relative to the depth), conf and desc. Prints JSON and a markdown row per mode.
+interleaved so load changes hit all alike; the headline is each mode's ratio against ``nchw``
+measured in the same run (median over median, and min over min: on a busy machine the minimum
+is the least disturbed run). Errors against ``f32``: pts3d as max |a - b| over the view's
+median depth (a per-pixel relative error explodes where random weights predict z ~ 0),
+conf relative, desc absolute. ``--rounds 0`` measures the errors only. Prints JSON and a
+markdown row per mode.
 
     python benchmarks/bench_network_modes.py --config vitl --height 384 --width 512 --rounds 3
 """
@@ -49,7 +52,7 @@ def main() -> int:
     ap.add_argument("--config", choices=("tiny", "vitl"), default="vitl")
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per mode; 0 = output errors only")
     ap.add_argument("--modes", default="nchw,f32,bf16", help="comma-separated subset of nchw,f32,bf16,compile")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -69,32 +72,40 @@ def main() -> int:
         return engine.decode(*v)
 
     outs = {m: pair(e) for m, e in engines.items()}  # warm-up (and compilation) + outputs
-    timings = dict(zip(modes, interleaved([lambda e=e: pair(e) for e in engines.values()],
-                                          rounds=args.rounds, warmup=0)))
+    timings = (dict(zip(modes, interleaved([lambda e=e: pair(e) for e in engines.values()],
+                                           rounds=args.rounds, warmup=0)))
+               if args.rounds > 0 else {})
     machine.finish()
     ref = outs.get("f32", outs["nchw"])
     rows = {}
     for m in modes:
         o = outs[m]
-        depth = ref.view1.pts3d[..., 2].abs().clamp(min=1e-6)
         err = {
-            "pts3d_rel": float(max(((o.view1.pts3d - ref.view1.pts3d).norm(dim=-1) / depth).max(),
-                                   ((o.view2.pts3d - ref.view2.pts3d).norm(dim=-1) / depth).max())),
+            "pts3d_rel_median_depth": float(max(
+                (a.pts3d.float() - b.pts3d).norm(dim=-1).max() / b.pts3d[..., 2].abs().median().clamp(min=1e-9)
+                for a, b in ((o.view1, ref.view1), (o.view2, ref.view2)))),
+            "pts3d_median_rel_median_depth": float(max(
+                (a.pts3d.float() - b.pts3d).norm(dim=-1).median() / b.pts3d[..., 2].abs().median().clamp(min=1e-9)
+                for a, b in ((o.view1, ref.view1), (o.view2, ref.view2)))),
             "conf_rel": float(((o.view1.conf - ref.view1.conf).abs() / ref.view1.conf).max()),
             "desc_abs": float(max((o.view1.desc - ref.view1.desc).abs().max(),
                                   (o.view2.desc - ref.view2.desc).abs().max())),
         }
-        rows[m] = {"pair_ms": timings[m].summary(), "speedup_vs_nchw": round(ratio(timings["nchw"], timings[m]), 3),
-                   "max_error_vs_f32": err}
+        rows[m] = {"max_error_vs_f32": err}
+        if timings:
+            rows[m].update(pair_ms=timings[m].summary(),
+                           speedup_vs_nchw=round(ratio(timings["nchw"], timings[m]), 3),
+                           speedup_vs_nchw_min=round(timings["nchw"].min_ms / timings[m].min_ms, 3))
     report = {"config": args.config, "height": args.height, "width": args.width,
               "rounds": args.rounds, "threads": torch.get_num_threads(), "modes": rows,
               "machine": machine.report()}
     print(json.dumps(report, indent=2))
     for m, r in rows.items():
         e = r["max_error_vs_f32"]
-        print(f"| {args.config} | {args.height}x{args.width} | {m} | {r['pair_ms']['median_ms']:.0f} "
-              f"({r['pair_ms']['min_ms']:.0f}-{r['pair_ms']['max_ms']:.0f}) | {r['speedup_vs_nchw']:.2f}x | "
-              f"{e['pts3d_rel']:.1e} | {e['desc_abs']:.1e} |")
+        t = (f"{r['pair_ms']['median_ms']:.0f} ({r['pair_ms']['min_ms']:.0f}-{r['pair_ms']['max_ms']:.0f}) | "
+             f"{r['speedup_vs_nchw']:.2f}x / {r['speedup_vs_nchw_min']:.2f}x" if timings else "- | -")
+        print(f"| {args.config} | {args.height}x{args.width} | {m} | {t} | "
+              f"{e['pts3d_rel_median_depth']:.1e} (median {e['pts3d_median_rel_median_depth']:.1e}) | {e['conf_rel']:.1e} | {e['desc_abs']:.1e} |")
     machine.warn_if_busy(lambda s: print(s, file=sys.stderr))
     return 0
 
