@@ -21,16 +21,10 @@ from mast3r_ros.model.preprocess import resize_and_crop
 
 W, H, SIZE = 256, 192, 256
 
-# The simulator's "realistic" profile before its recalibration (sim branch): per-pair scale
-# jitter 2 %, depth noise 5 mm + 1 %, descriptor noise 0.03, 2 % outliers. The bounds of
-# issue 9 are asserted at this profile; the recalibrated realistic profile (18 % per-pair
-# scale, 4 % smooth depth distortion, 3 % focal error) is measured in benchmarks/RESULTS.md.
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02, size=SIZE)
-
-
 def moderate(**kw) -> SimulatorConfig:
-    return SimulatorConfig(**{**MODERATE, **kw})
+    """The simulator's ``moderate`` profile (its realistic profile before the recalibration of
+    issue 14) at the tests' network size."""
+    return SimulatorConfig.moderate(**{"size": SIZE, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +255,9 @@ def test_slam_command_without_camera_info(walk, tmp_path_factory, one_torch_thre
     root = tmp_path_factory.mktemp("slam_cli")
     bag, gt_tum = write_dataset(walk, root / "data")
     out = root / "out"
-    cfg = root / "moderate.json"
-    cfg.write_text(json.dumps({**{k: v for k, v in MODERATE.items() if k != "size"},
-                               "low_texture_threshold": 4.0}))
     rc = main(["slam", "--bag", str(bag), "--out", str(out), "--engine", "simulator",
                "--size", str(SIZE), "--no-camera-info", "--no-progress",
-               "--sim-noise", "exact", "--sim-config", str(cfg), "--max-frames", "0"])
+               "--sim-noise", "moderate", "--max-frames", "0"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == summary["poses"] == len(walk)
