@@ -2,7 +2,11 @@
 
 The network-output simulator stands in for MASt3R (labelled as such); images are 256x192
 and the simulator answers at network size 256x192 to keep CPU time small.
-Measured figures (each profile, 2-core CPU) are stated in the README / RESULTS.
+The accuracy bounds of issue 9 are asserted at the simulator's ``realistic`` profile (issue
+14: 18 % per-pair metric scale error, 4 % smooth depth distortion, 3 % focal error, 2 %
+outliers); tests of other behaviour (Sim(3) mode, save/load) and the loss/relocalization test (its
+post-relocalization accuracy fails at realistic, see the test) use ``moderate``. Figures per
+profile (exact / moderate / realistic / hard) are in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig, 
 from mast3r_ros.model.preprocess import resize_and_crop
 
 W, H, SIZE = 256, 192, 256
+
+def realistic(**kw) -> SimulatorConfig:
+    """The simulator's ``realistic`` profile at the tests' network size."""
+    return SimulatorConfig.realistic(**{"size": SIZE, **kw})
+
 
 def moderate(**kw) -> SimulatorConfig:
     """The simulator's ``moderate`` profile (its realistic profile before the recalibration of
@@ -125,11 +134,40 @@ def test_local_matcher_checks_its_inputs():
         LocalMatchConfig(radius=0)
 
 
+def test_keyframe_pointmap_helpers_remove_focal_error_and_isolated_outliers():
+    """``along_rays`` puts a pointmap whose lateral coordinates imply a focal 3 % off back on
+    the rays of K (exactly, depth kept); ``isolated_outliers`` flags single pixels off by
+    x0.5..x2 but neither a slanted plane's depth ramp nor a smooth bend."""
+    from mast3r_ros.slam.tracker import along_rays, isolated_outliers
+
+    h, w = 48, 64
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    z = 2.0 + 0.02 * ys + 0.01 * xs  # a slanted plane's ramp
+    z = z * np.exp(0.04 * np.cos(2 * np.pi * xs / 50.0))  # a smooth bend
+    rays = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(K).T
+    true = torch.tensor(rays * z[..., None], dtype=torch.float32)
+    off = true.clone()
+    off[..., :2] *= 1.03  # the focal this pointmap implies is 3 % short
+    np.testing.assert_allclose(along_rays(off, K).numpy(), true.numpy(), rtol=1e-5, atol=1e-5)
+    assert not isolated_outliers(true, 0.1).any()
+    bad = true.clone()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(h * w, 60, replace=False)
+    factor = torch.tensor(rng.choice([0.5, 0.7, 1.4, 2.0], 60), dtype=torch.float32)
+    bad.view(-1, 3)[idx] *= factor[:, None]
+    flagged = isolated_outliers(bad, 0.1).view(-1)
+    assert bool(flagged[idx].all()) and int(flagged.sum()) <= 60 + 5
+    assert not isolated_outliers(bad, 0.0).any()
+
+
 def test_configs_reject_unknown_keys_and_modes():
     with pytest.raises(ValueError, match="unknown TrackerConfig key"):
         TrackerConfig.from_dict({"min_inlier": 3})
     with pytest.raises(ValueError, match="pose_mode"):
         TrackerConfig.from_dict({"pose_mode": "se4"})
+    with pytest.raises(ValueError, match="fuse_outlier_rel"):
+        TrackerConfig(fuse_outlier_rel=-0.1)
     cfg = SlamConfig.from_dict({"tracker": {"pose_mode": "sim3", "match": {"radius": 2}}})
     assert cfg.tracker.pose_mode is PoseMode.SIM3 and cfg.tracker.match.radius == 2
     assert [int(s) for s in TrackingState] == [0, 1, 2, 3]
@@ -141,9 +179,9 @@ def test_configs_reject_unknown_keys_and_modes():
 
 @pytest.mark.slow
 def test_walk_every_frame_gets_an_accurate_metric_pose(walk, one_torch_thread):
-    """300 frames, moderate noise (see MODERATE), known K: a pose for every frame, Sim(3) ATE <= 1 % and
+    """300 frames, realistic noise, known K: a pose for every frame, Sim(3) ATE <= 1 % and
     SE(3) ATE <= 2 % of the path length; the map grows by keyframes, not frames."""
-    slam, results = run(walk, moderate())
+    slam, results = run(walk, realistic())
     assert results[0].state is TrackingState.INITIALIZING
     assert all(r.state is TrackingState.TRACKING for r in results[1:])
     assert all(r.T_map_cam is not None for r in results)
@@ -184,6 +222,9 @@ def test_tracking_loss_then_relocalization(one_torch_thread):
     """Blank frames -> LOST; the scene returns -> RELOCALIZED within 5 frames, then TRACKING,
     with poses consistent with ground truth again."""
     seq = generate(SynthConfig(frames=120, width=W, height=H, seed=0, trajectory="tracking_loss"))
+    # moderate: at realistic the states pass (lost at 42, relocalized at 79 when the scene is
+    # back at 79) but the post-relocalization error is 0.142 m (median), over the 0.05 m
+    # bound: relocalization at realistic is the reloc branch's work (benchmarks/RESULTS.md)
     slam, results = run(seq, moderate())
     states = np.array([int(r.state) for r in results])
     blank = _blank_fraction(seq) > 0.9
@@ -257,7 +298,7 @@ def test_slam_command_without_camera_info(walk, tmp_path_factory, one_torch_thre
     out = root / "out"
     rc = main(["slam", "--bag", str(bag), "--out", str(out), "--engine", "simulator",
                "--size", str(SIZE), "--no-camera-info", "--no-progress",
-               "--sim-noise", "moderate", "--max-frames", "0"])
+               "--sim-noise", "realistic", "--max-frames", "0"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == summary["poses"] == len(walk)
