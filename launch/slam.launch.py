@@ -35,7 +35,7 @@ ARGS = [
     ("checkpoint", "", "MASt3R checkpoint (.pth / .safetensors) for engine network; '' = from params_file"),
     ("device", "", "'cuda', 'cpu'; '' = from params_file (whose '' means CUDA when available)"),
     ("simulator_bag", "", "rosbag2 folder the simulator answers from; '' = from params_file"),
-    ("simulator_profile", "", "simulator noise: exact, realistic, hard; '' = from params_file"),
+    ("simulator_profile", "", "simulator noise: exact, moderate, realistic, hard; '' = from params_file"),
     ("image_size", "", "long side of the network input; '' = from params_file"),
     ("map_path", "", "map folder to load at start; '' = from params_file"),
     ("use_camera_info", "", "'false' = estimate intrinsics from the pointmaps; '' = from params_file"),

@@ -22,8 +22,6 @@ from mast3r_ros.synth.sequence import SynthConfig, generate
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
 W, H, NET, FRAMES = 256, 192, 128, 40
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02, size=NET)
 FAST_LOCAL = AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4)
 FAST_FULL = AlignmentConfig(stage1_iters=100, stage2_iters=60, match_subsample=4)
 
@@ -58,7 +56,7 @@ def runs(one_torch_thread):
     seq = generate(SynthConfig(trajectory="walk", frames=FRAMES, width=W, height=H, seed=2))
     out = {}
     for with_mapper in (False, True):
-        eng = NetworkOutputSimulator(seq, SimulatorConfig(**MODERATE))
+        eng = NetworkOutputSimulator(seq, SimulatorConfig.moderate(size=NET))
         mapper = None
         if with_mapper:
             mapper = Mapper(eng, MapperConfig(alignment=FAST_LOCAL, full_alignment=FAST_FULL,

@@ -138,6 +138,10 @@ def test_profiles_and_overrides_from_names_dicts_json_and_files(tmp_path):
     r = SimulatorConfig.realistic()
     assert (r.scale_jitter, r.depth_distortion, r.focal_error, r.alias_fraction) == (
         0.18, 0.04, 0.03, 0.0)
+    m = SimulatorConfig.moderate()  # the pre-recalibration realistic profile
+    assert (m.scale_jitter, m.depth_distortion, m.focal_error, m.depth_noise_rel) == (
+        0.02, 0.0, 0.0, 0.01)
+    assert simulator_config_from("moderate") == m
     h = SimulatorConfig.hard()
     assert h.scale_jitter >= 1.9 * r.scale_jitter and h.depth_distortion >= 1.9 * r.depth_distortion
     assert h.focal_error >= 1.9 * r.focal_error and h.alias_fraction > 0

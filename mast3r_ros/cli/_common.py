@@ -191,7 +191,7 @@ def engine_from_args(args: argparse.Namespace, paths: Sequence[str], images: Seq
 
 # --------------------------------------------------------------------------- simulator engine
 
-SIM_PROFILES = ("exact", "realistic", "hard")  # = SimulatorProfile values (checked by a test)
+SIM_PROFILES = ("exact", "moderate", "realistic", "hard")  # = SimulatorProfile values (checked by a test)
 
 
 def add_simulator_args(parser: argparse.ArgumentParser) -> None:
@@ -203,8 +203,10 @@ def add_simulator_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("network-output simulator (stand-in for the weights, "
                                   "synthetic bags only)")
     g.add_argument("--sim-noise", choices=SIM_PROFILES, default="realistic",
-                   help="noise profile of the simulator: exact (none), realistic (published "
-                        "error sizes, the default), hard (about twice, plus descriptor aliasing)")
+                   help="noise profile of the simulator: exact (none), moderate (the "
+                        "pre-recalibration realistic: 2 %% scale jitter, white noise), realistic "
+                        "(published error sizes, the default), hard (about twice, plus "
+                        "descriptor aliasing)")
     g.add_argument("--sim-config", metavar="FILE.json", default=None,
                    help="JSON object of SimulatorConfig fields applied on top of --sim-noise "
                         "(e.g. {\"scale_jitter\": 0.1, \"seed\": 3}); unknown keys are errors")

@@ -18,7 +18,7 @@ def add_engine_args(p: argparse.ArgumentParser, *, bag_flag: str) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="network long side (default 512; simulator: min(512, image long side))")
     p.add_argument("--sim-noise", default="realistic",
-                   help="simulator noise profile: exact, realistic, hard (where this build has it)")
+                   help="simulator noise profile: exact, moderate, realistic, hard")
     p.add_argument("--sim-config", help="JSON file of SimulatorConfig overrides on top of --sim-noise")
     p.add_argument("--reloc-config", help="JSON file of RelocConfig overrides")
 

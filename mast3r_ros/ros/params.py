@@ -53,6 +53,7 @@ class SimulatorProfile(Enum):
     not import torch)."""
 
     EXACT = "exact"
+    MODERATE = "moderate"
     REALISTIC = "realistic"
     HARD = "hard"
 
@@ -72,7 +73,7 @@ COMMON_PARAMETERS: dict[str, tuple[Any, str, bool]] = {
     "image_size": (512, "long side of the network input in pixels (multiple of 16, 64..2048)", True),
     "simulator_bag": ("", "rosbag2 folder with ground truth the simulator answers from "
                       "(engine 'simulator' only)", True),
-    "simulator_profile": ("realistic", "simulator noise profile: exact, realistic or hard", True),
+    "simulator_profile": ("realistic", "simulator noise profile: exact, moderate, realistic or hard", True),
     "simulator_config": ("", "JSON file of SimulatorConfig fields overriding the profile "
                          "(unknown keys are errors); '' = none", True),
     "map_frame": ("map", "global frame of poses, paths and the map (REP-105)", True),

@@ -60,6 +60,12 @@ class TrackerConfig:
     sim3_threshold: float = 0.05  # Sim(3) inlier threshold, residual / depth
     min_conf: float = 1.5  # pointmap confidence below this is not used for pose / fusion
     fuse: bool = True  # fuse every tracked frame's keyframe pointmap into the keyframe
+    depth_along_rays: bool = True  # keyframe pointmaps keep only their predicted depth, placed
+    # along the rays of K (given or estimated): a pointmap's own focal error (a few % for the
+    # network) would otherwise move PnP translations by that fraction of the scene depth
+    fuse_outlier_rel: float = 0.1  # a pointmap pixel whose depth differs from the median of its
+    # 3x3 neighbourhood by more than this (relative) is an isolated outlier: it is not fused
+    # (weight x 1e-3; 0 disables the test)
     scale_consistent_keyframes: bool = True  # new keyframe pointmaps and fused observations
     # take the current keyframe's scale (one consistent map scale)
     metric_scale_averaging: bool = True  # SE(3): rescale the map so the geometric mean of all
@@ -90,6 +96,8 @@ class TrackerConfig:
                      "kf_rotation_deg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.fuse_outlier_rel < 0:
+            raise ValueError(f"fuse_outlier_rel must be >= 0, got {self.fuse_outlier_rel}")
         if not 0 < self.kf_overlap_ratio < 1:
             raise ValueError(f"kf_overlap_ratio must be in (0, 1), got {self.kf_overlap_ratio}")
         if self.keep_images < 1 or self.reloc_max_candidates < 1 or self.frm_subsample < 1:
@@ -133,6 +141,42 @@ class TrackOutcome:
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
+
+
+def isolated_outliers(pts3d: torch.Tensor, rel: float) -> torch.Tensor:
+    """(h, w) bool: pixels whose depth differs from the median depth of their 3x3
+    neighbourhood by more than ``rel`` (relative), i.e. isolated gross errors of a pointmap.
+
+    Smooth errors (a bent or rescaled surface) and linear depth ramps (slanted planes) pass:
+    a 3x3 median keeps a ramp's centre value. Pixels on occluding edges may be flagged;
+    they are a small minority. An all-False mask when ``rel`` is 0.
+    """
+    z = pts3d[..., 2]
+    if rel <= 0 or z.shape[0] < 3 or z.shape[1] < 3:
+        return torch.zeros(z.shape, dtype=torch.bool, device=z.device)
+    zp = torch.nn.functional.pad(z[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    med = zp.unfold(0, 3, 1).unfold(1, 3, 1).reshape(*z.shape, 9).median(dim=-1).values
+    return (z - med).abs() > rel * med.abs().clamp_min(1e-6)
+
+
+def _outlier_weights(pts3d: torch.Tensor, conf: torch.Tensor, rel: float) -> torch.Tensor:
+    """Fusion weights: ``conf`` with isolated outliers (``isolated_outliers``) x 1e-3."""
+    conf = conf.to(torch.float32)
+    if rel <= 0:
+        return conf
+    return torch.where(isolated_outliers(pts3d, rel), conf * 1e-3, conf)
+
+
+def along_rays(pts3d: torch.Tensor, K_net: np.ndarray) -> torch.Tensor:
+    """(h, w, 3): each pixel's predicted depth ``z`` placed on its ray ``z K^-1 (x, y, 1)``
+    (pixel centres at integer network coordinates, as in ``ImageTransform``)."""
+    h, w = pts3d.shape[:2]
+    Kinv = torch.as_tensor(np.linalg.inv(np.asarray(K_net, dtype=np.float64)),
+                           dtype=pts3d.dtype, device=pts3d.device)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=pts3d.dtype, device=pts3d.device),
+                            torch.arange(w, dtype=pts3d.dtype, device=pts3d.device), indexing="ij")
+    rays = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1) @ Kinv.T
+    return pts3d[..., 2:3] * (rays / rays[..., 2:3])
 
 
 def median_depth(pts3d: torch.Tensor, conf: torch.Tensor, min_conf: float) -> float:
@@ -184,7 +228,9 @@ class Tracker:
         kid = f"kf{self._kf_counter:06d}"
         self._kf_counter += 1
         colors = resize_and_crop(np.ascontiguousarray(image), view.transform)
-        conf = conf.to(torch.float32).clamp_min(1e-6)
+        if self._use_rays(estimated):
+            pts3d = along_rays(pts3d, view.transform.intrinsics_to_net(K))
+        conf = _outlier_weights(pts3d, conf, self.config.fuse_outlier_rel).clamp_min(1e-6)
         kf = Keyframe(id=kid, stamp_ns=int(stamp_ns), T_map_cam=np.array(T_map_cam, dtype=np.float64),
                       K=np.array(K, dtype=np.float64), intrinsics_estimated=estimated, view=view,
                       image=np.array(image, dtype=np.uint8), colors=colors,
@@ -195,6 +241,11 @@ class Tracker:
         self.keyframes.append(kf)
         self._compress_old_images()
         return kf
+
+    def _use_rays(self, estimated: bool) -> bool:
+        """``depth_along_rays`` applies (with estimated intrinsics only once they are refined
+        from the first keyframe's fused pointmap, whose lateral coordinates they come from)."""
+        return self.config.depth_along_rays and (not estimated or self._focal_refined)
 
     def _compress_old_images(self) -> None:
         for kf in self.keyframes[:-self.config.keep_images]:
@@ -306,14 +357,19 @@ class Tracker:
         if self.config.pose_mode is PoseMode.SIM3:
             T = torch.as_tensor(pose.T_kf_cam, dtype=torch.float32, device=kf.pts3d.device)
             pts = pose.scale * pred.view2.pts3d @ T[:3, :3].T + T[:3, 3]
-            kf.fuse(pts, pred.view2.conf)
+            if self._use_rays(kf.intrinsics_estimated):
+                pts = along_rays(pts, kf.K_net)
+            kf.fuse(pts, _outlier_weights(pts, pred.view2.conf, self.config.fuse_outlier_rel))
         else:
             r = self.pair_scale(out)
             if r is not None:
                 self._log_ratio_sum += float(np.log(r))
                 self._n_ratio += 1
             r = r if (r is not None and self.config.scale_consistent_keyframes) else 1.0
-            kf.fuse(pred.view1.pts3d / r, pred.view1.conf)
+            pts = pred.view1.pts3d / r
+            if self._use_rays(kf.intrinsics_estimated):
+                pts = along_rays(pts, kf.K_net)
+            kf.fuse(pts, _outlier_weights(pts, pred.view1.conf, self.config.fuse_outlier_rel))
 
     def pair_scale(self, out: TrackOutcome) -> float | None:
         """Scale of this pair's prediction relative to the keyframe's fused pointmap (median
@@ -378,6 +434,8 @@ class Tracker:
             first = self.keyframes[0]
             self.K_estimated = self._estimate_K(first.view, first.pts3d, first.conf)
             first.K = self.K_estimated
+            if self.config.depth_along_rays:
+                first.pts3d = along_rays(first.pts3d, first.K_net)
             K = self.K_estimated
             self._focal_refined = True
             log.info("intrinsics refined from the fused first keyframe: f = %.1f px", K[0, 0])
