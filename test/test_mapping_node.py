@@ -99,7 +99,7 @@ def _run_pair(seq, bag, sim_json):
     from mast3r_ros.ros.pointcloud import pointcloud2_to_xyz_rgb
     from mast3r_ros.ros.slam_node import Role, SlamNode
     from mast3r_ros.ros.tf import transform_to_matrix
-    from mast3r_ros.srv import GetKeyframes, Reset
+    from mast3r_ros.srv import GetKeyframes, Reset, SaveMap
 
     common = {"engine": "simulator", "simulator_bag": str(bag), "device": "cpu",
               "image_size": NET, "simulator_profile": "exact", "simulator_config": str(sim_json)}
@@ -201,8 +201,7 @@ def _run_pair(seq, bag, sim_json):
 
         out["get_keyframes"] = call(GetKeyframes, f"{NS}/get_keyframes")
         out["tracker_keyframes"] = call(GetKeyframes, f"{NS}/tracking/get_keyframes")
-        out["save"] = call(__import__("mast3r_ros.srv", fromlist=["SaveMap"]).SaveMap,
-                           f"{NS}/save_map")
+        out["save"] = call(SaveMap, f"{NS}/save_map")
         out["reset"] = call(Reset, f"{NS}/reset")
         out["after_reset"] = (len(mapping.mapper.keyframe_ids()),
                               len(call(GetKeyframes, f"{NS}/tracking/get_keyframes").keyframes))

@@ -152,7 +152,8 @@ class MappingNode(Node):
         from mast3r_ros.slam.mapper import Mapper
 
         self.mapper = Mapper(self.engine, mapper_config)
-        self._map_lock = threading.Lock()     # mapper updates, records, correction, reset
+        self._map_lock = threading.Lock()     # one mapper update (or reset) at a time
+        self._state_lock = threading.Lock()   # records and correction: held briefly only
         self._records: OrderedDict[str, _KeyframeRecord] = OrderedDict()
         self._T_map_odom = np.eye(4)
         self._odom_edges: OrderedDict[int, np.ndarray] = OrderedDict()  # stamp -> T_odom_robot
@@ -284,7 +285,7 @@ class MappingNode(Node):
                 self._odom_edges[stamp] = T
                 while len(self._odom_edges) > max(self.opts.image_buffer_size, 100):
                     self._odom_edges.popitem(last=False)
-            with self._map_lock:
+            with self._state_lock:
                 mapped = bool(self._records)
                 T_map_odom = self._T_map_odom.copy()
             if mapped:
@@ -329,11 +330,12 @@ class MappingNode(Node):
         camera_frame = image.header.frame_id or self.opts.camera_frame
         with self._map_lock:
             update = add_to_mapper(self.mapper, kf, pose_is_corrected=False)
-            self._records[kf.id] = _KeyframeRecord(stamp, kf.T_map_cam, kf.intrinsics_estimated,
-                                                   int(msg.num_points), w, h, camera_frame)
-            T_corr = np.asarray(update.poses[kf.id], dtype=np.float64)
-            self._T_map_odom = self._correction(kf, T_corr)
-            T_map_odom = self._T_map_odom.copy()
+            T_map_odom = self._correction(kf, np.asarray(update.poses[kf.id], dtype=np.float64))
+            with self._state_lock:
+                self._records[kf.id] = _KeyframeRecord(stamp, kf.T_map_cam,
+                                                       kf.intrinsics_estimated,
+                                                       int(msg.num_points), w, h, camera_frame)
+                self._T_map_odom = T_map_odom
             self.keyframes_mapped += 1
         if self.tf is not None:
             self.tf.send(transform_stamped(T_map_odom, self.cfg.map_frame, self.cfg.odom_frame,
@@ -379,10 +381,11 @@ class MappingNode(Node):
 
     def _snapshot(self):
         """(ids, records, corrected T_map_cam (N, 4, 4), K (N, 3, 3)) in map order."""
-        with self._map_lock:
-            poses = self.mapper.poses()
-            Ks = self.mapper.intrinsics()
-            ids = [k for k in self.mapper.keyframe_ids() if k in self._records]
+        order = self.mapper.keyframe_ids()
+        poses = self.mapper.poses()     # (each call holds the mapper's lock; a keyframe
+        Ks = self.mapper.intrinsics()   # added between them is left for the next rebuild)
+        with self._state_lock:
+            ids = [k for k in order if k in self._records and k in poses and k in Ks]
             recs = [self._records[k] for k in ids]
         T = np.array([poses[k] for k in ids], dtype=np.float64).reshape(-1, 4, 4)
         for i in range(len(T)):
@@ -426,8 +429,9 @@ class MappingNode(Node):
             self.pairing.clear()
             with self._map_lock:
                 self.mapper.reset()
-                self._records.clear()
-                self._T_map_odom = np.eye(4)
+                with self._state_lock:
+                    self._records.clear()
+                    self._T_map_odom = np.eye(4)
             self._map_dirty = None
             self._publish_map(self.get_clock().now().nanoseconds)
             r.success, r.message = True, f"map dropped; {tracker}"
@@ -505,4 +509,8 @@ class MappingNode(Node):
 
 
 def main(args=None) -> None:
-    params.exit_main(MappingNode, args)
+    import sys
+
+    # 4 executor threads: the map timer and a service may wait on the mapper while the
+    # image / keyframe / TF callbacks keep flowing
+    sys.exit(params.run_node(MappingNode, args, num_threads=4))
