@@ -166,7 +166,7 @@ class MappingNode(Node):
         self.keyframes_failed = 0      # ... whose mapping raised (logged)
         self.tf_fallbacks = 0          # map -> odom computed without the tracker's odom edge
         self.map_publications = 0      # map/* rebuilds
-        self._busy = False             # the worker holds a keyframe
+        self._work_left = 0            # keyframes queued or in the worker (under _state_lock)
         self._map_dirty: int | None = None
         self._make_interfaces()
         self._stop = threading.Event()
@@ -253,7 +253,11 @@ class MappingNode(Node):
             self._enqueue(*pair)
 
     def _enqueue(self, kf_msg: KeyframeMsg, image: Image) -> None:
-        if self.queue.put((kf_msg, image)):
+        with self._state_lock:
+            self._work_left += 1
+            n = self.queue.put((kf_msg, image))
+            self._work_left -= n
+        if n:
             self.get_logger().warning(
                 f"the mapper is behind: a keyframe was dropped unmapped ({self.queue.dropped} so "
                 f"far; keyframe_queue_depth {self.opts.keyframe_queue_depth})")
@@ -274,7 +278,8 @@ class MappingNode(Node):
         out = []
         odom = self.cfg.odom_frame
         for t in msg.transforms:
-            if t.header.frame_id != odom or t.child_frame_id == odom:
+            if t.header.frame_id != odom or t.child_frame_id == odom or (
+                    not self.cfg.robot_frame_is_camera and t.child_frame_id != self.cfg.base_frame):
                 continue
             try:
                 T = transform_to_matrix(t)
@@ -300,7 +305,6 @@ class MappingNode(Node):
             if item is None:
                 continue
             kf_msg, image = item
-            self._busy = True
             try:
                 self._map_keyframe(kf_msg, image)
             except Exception as exc:  # never fatal: count, log once per kind, keep mapping
@@ -309,7 +313,8 @@ class MappingNode(Node):
                                 f"keyframe {kf_msg.id!r} could not be mapped: "
                                 f"{type(exc).__name__}: {exc}")
             finally:
-                self._busy = False
+                with self._state_lock:
+                    self._work_left -= 1
 
     def _map_keyframe(self, msg: KeyframeMsg, image: Image) -> None:
         from mast3r_ros.slam.map_link import add_to_mapper
@@ -364,7 +369,8 @@ class MappingNode(Node):
     @property
     def idle(self) -> bool:
         """No keyframe waiting for or inside the mapper (pending images aside)."""
-        return not self._busy and len(self.queue) == 0
+        with self._state_lock:
+            return self._work_left == 0
 
     # ------------------------------------------------------------------ map outputs
     def _on_timer(self) -> None:
@@ -425,7 +431,8 @@ class MappingNode(Node):
     def _srv_reset(self, req, resp):
         def run(r):
             tracker = self._reset_tracker()   # first: no keyframe of the old map comes after
-            self.queue.clear()
+            with self._state_lock:
+                self._work_left -= self.queue.clear()
             self.pairing.clear()
             with self._map_lock:
                 self.mapper.reset()
