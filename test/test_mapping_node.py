@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from mast3r_ros.ros.stamp_pairing import StampPairing
-from mast3r_ros.synth.bag import read_bag, write_dataset
+from mast3r_ros.synth.bag import write_dataset
 from mast3r_ros.synth.sequence import SynthConfig, generate
 
 try:
@@ -221,17 +221,36 @@ def pair(tmp_path_factory, one_torch_thread):
     if _SKIP:
         pytest.skip(_SKIP)
     out = tmp_path_factory.mktemp("mapping_node")
-    bag, _ = write_dataset(generate(SynthConfig(trajectory="walk", frames=FRAMES, width=W,
-                                                height=H, seed=2)), out)
+    seq = generate(SynthConfig(trajectory="walk", frames=FRAMES, width=W, height=H, seed=2))
+    bag, _ = write_dataset(seq, out)   # the simulators of both nodes answer from this bag
     sim_json = out / "moderate.json"
     sim_json.write_text(json.dumps(MODERATE))
-    seq = read_bag(bag)
     t0 = time.process_time()
     res = _run_pair(seq, bag, sim_json)
     print(f"\ntracker_node + mapping_node, {FRAMES} frames: {res['mapped']} keyframes mapped, "
           f"CPU {time.process_time() - t0:.0f} s, TF fallbacks {res['fallbacks']} "
           f"(load {os.getloadavg()[0]:.1f})")
     return seq, res
+
+
+def surface_distance(xyz: np.ndarray, frames) -> np.ndarray:
+    """Per point, the smallest |depth along the ray - true depth| over the ground-truth views
+    that see it (an upper bound of the distance to the true surface; the measure of
+    test_slam_with_mapper.py)."""
+    best = np.full(len(xyz), np.inf)
+    for f in frames:
+        T = np.linalg.inv(f.T_world_cam)
+        pc = xyz @ T[:3, :3].T + T[:3, 3]
+        z = pc[:, 2]
+        uv = pc @ f.K.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.rint(uv[:, 0] / uv[:, 2])
+            v = np.rint(uv[:, 1] / uv[:, 2])
+        ok = (z > 0.05) & (u >= 0) & (u < f.depth.shape[1]) & (v >= 0) & (v < f.depth.shape[0])
+        d = np.full(len(xyz), np.inf)
+        d[ok] = np.abs(z[ok] - f.depth[v[ok].astype(int), u[ok].astype(int)])
+        best = np.minimum(best, d)
+    return best
 
 
 def _kf_ate(seq, stamps, poses) -> float:
@@ -288,7 +307,6 @@ def test_corrected_keyframe_path_is_not_worse_and_tf_chain_lands_on_it(pair):
 @pytest.mark.slow
 def test_map_points_lie_on_the_true_surface(pair):
     from mast3r_ros.geometry.align import umeyama
-    from test_slam_with_mapper import surface_distance
 
     seq, res = pair
     xyz, rgb = res["cloud"]
