@@ -7,8 +7,10 @@ with its own engine, in the same namespace: ``tracker_node`` (node ``tracker``, 
 of ``params_file``, ``publish_map_odom`` false) and ``mapping_node`` (node ``mapping``,
 ``params_file`` then ``mapping_params_file``), which maps the tracker's keyframes.
 Who owns TF ``map -> odom``: ``slam_node`` by default; ``mapping_node`` with
-``separate_mapping:=true`` (the tracker then publishes only ``odom -> robot``). ``image`` and ``camera_info`` are remapped to ``image_topic`` and
-``camera_info_topic``. ``bag:=FOLDER`` also plays that rosbag2 folder's camera topics with
+``separate_mapping:=true`` (the tracker then publishes only ``odom -> robot``; its ``reset``
+and ``get_keyframes`` move to ``tracking/reset`` and ``tracking/get_keyframes``, so
+``reset`` and ``get_keyframes`` are the mapping node's). ``image`` and ``camera_info`` are
+remapped to ``image_topic`` and ``camera_info_topic``. ``bag:=FOLDER`` also plays that rosbag2 folder's camera topics with
 ``bag_player`` once the node has subscribed (publishing ``/clock`` where rosgraph_msgs is
 installed; ``use_sim_time:=true`` makes the node follow it), and ``rviz:=true``
 opens rviz2 with ``rviz/mast3r_ros.rviz`` where rviz2 is installed (else it says so).

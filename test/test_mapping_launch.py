@@ -135,8 +135,8 @@ else:
             deadline = time.monotonic() + 300
             mapped, tracked = [], []
             while time.monotonic() < deadline:
-                tracked = keyframes("/mast3r/tracking/get_keyframes")
-                mapped = keyframes("/mast3r/get_keyframes")
+                mapped = keyframes("/mast3r/get_keyframes")      # first: the tracker's
+                tracked = keyframes("/mast3r/tracking/get_keyframes")  # list can only grow
                 if len(mapped) >= 2 and ("map", "odom") in edges and paths and \
                         len(paths[-1].poses) >= 2:
                     break
