@@ -179,9 +179,9 @@ def _run_pair(seq, bag, sim_json):
                 pub_kf.publish(fake)
         # the mapper catches up, the fake keyframe times out, map/* are rebuilt
         deadline = time.monotonic() + 300
-        n_kf = len(rec["tracker_kfs"])
+        # (counted inside the loop: the tracker's last keyframe message may still be on its way)
         while time.monotonic() < deadline and not (
-                mapping.keyframes_received == n_kf + 1 and mapping.idle
+                mapping.keyframes_received == len(rec["tracker_kfs"]) + 1 and mapping.idle
                 and mapping.pairing.num_pending == 0 and mapping._map_dirty is None
                 and rec["kf_path"] is not None and len(rec["kf_path"][0]) == mapping.keyframes_mapped):
             time.sleep(0.05)
