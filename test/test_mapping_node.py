@@ -106,7 +106,7 @@ def _run_pair(seq, bag, sim_json):
     remap = ["--ros-args", "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    rec = {"tf": {}, "tracker_kfs": {}, "statuses": set(), "kf_path": None, "cloud": None}
+    rec = {"tf": {}, "tracker_tf_edges": set(), "tracker_kfs": {}, "statuses": set(), "kf_path": None, "cloud": None}
     cond = threading.Condition()
     nodes, executor, spin = [], None, None
     try:
@@ -136,6 +136,9 @@ def _run_pair(seq, bag, sim_json):
                 cond.notify_all()
 
         def on_tf(m):
+            edges = {(t.header.frame_id, t.child_frame_id) for t in m.transforms}
+            if ("odom", "camera_optical_frame") in edges:   # the tracker's messages
+                rec["tracker_tf_edges"] |= edges
             for t in m.transforms:
                 rec["tf"].setdefault(stamp_ns_of(t.header.stamp), {})[
                     (t.header.frame_id, t.child_frame_id)] = transform_to_matrix(t)
@@ -296,6 +299,8 @@ def test_corrected_keyframe_path_is_not_worse_and_tf_chain_lands_on_it(pair):
           f"mapping {1e3 * a_map:.1f} mm; largest correction {1e3 * moved:.1f} mm")
     assert moved > 1e-4, "the mapper corrected nothing"
     assert a_map <= a_trk + 1e-3          # 1 mm slack for the simulator's noise
+    # the tracker (publish_map_odom false) leaves map -> odom to the mapping node
+    assert res["tracker_tf_edges"] == {("odom", "camera_optical_frame")}
     # TF at the latest keyframe: map -> odom (mapping) @ odom -> camera (tracker)
     edges = res["tf"][int(stamps[-1])]
     T_chain = edges[("map", "odom")] @ edges[("odom", "camera_optical_frame")]
