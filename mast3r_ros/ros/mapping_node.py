@@ -506,9 +506,12 @@ class MappingNode(Node):
         if hasattr(self, "_worker"):
             self._stop.set()
             self.queue.close()
+            # a keyframe inside the mapper cannot be interrupted (a full pass may take
+            # seconds on a CPU): wait briefly, then leave it (daemon thread) so SIGINT stops
+            # the process within launch's grace period; queued keyframes are not mapped
             for _ in range(3):
                 try:
-                    self._worker.join(timeout=30)
+                    self._worker.join(timeout=2.0)
                     break
                 except KeyboardInterrupt:
                     continue
