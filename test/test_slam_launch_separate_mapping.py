@@ -1,4 +1,4 @@
-"""``slam.launch.py separate_mapping:=true`` as colcon installs it: tracker_node and
+"""``ros2 launch mast3r_ros slam.launch.py separate_mapping:=true`` as colcon installs it: tracker_node and
 mapping_node (two processes, two engines; the simulator is a TEST STAND-IN for the network)
 with bag_player playing a synthetic rosbag2 once both hear the camera. An rclpy client
 checks that the two talk: the mapping node maps the tracker's keyframes (same ids, on
@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -22,14 +24,7 @@ import pytest
 from mast3r_ros.synth.bag import write_bag
 from mast3r_ros.synth.sequence import SynthConfig, generate
 
-try:
-    import launch
-    import launch_pytest
-    from launch.actions import IncludeLaunchDescription
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-    _SKIP = ""
-except ImportError as exc:
-    _SKIP = f"ROS 2 'launch' / launch_pytest not installed (see ../shared/ros2_launch): {exc}"
+_SKIP = ""
 try:
     import rclpy
     from nav_msgs.msg import Path as PathMsg
@@ -38,7 +33,7 @@ try:
 
     from mast3r_ros.srv import GetKeyframes
 except ImportError as exc:
-    _SKIP = _SKIP or f"rclpy or the generated interfaces missing (run scripts/setup.sh): {exc}"
+    _SKIP = f"rclpy or the generated interfaces missing (run scripts/setup.sh): {exc}"
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.skipif(bool(_SKIP), reason=_SKIP)]
 W, H, FRAMES = 160, 120, 12
@@ -83,71 +78,76 @@ def seq_bag(isolated_env):
     return seq, write_bag(seq, isolated_env / "bag")
 
 
-if _SKIP:
-    def test_separate_mapping_launch_tracker_and_mapper_talk():
-        pytest.skip(_SKIP)
-else:
-    @pytest.fixture(scope="module")
-    def include(seq_bag):
-        _, bag = seq_bag
-        args = {"engine": "simulator", "simulator_bag": str(bag), "bag": str(bag),
-                "image_size": "160", "bag_rate": "0.1", "separate_mapping": "true"}
-        return IncludeLaunchDescription(PythonLaunchDescriptionSource(str(_installed_launch_file())),
-                                        launch_arguments=args.items())
+def test_separate_mapping_launch_tracker_and_mapper_talk(seq_bag):
+    """``ros2 launch`` in its own process group (no launch_pytest: a second module-scoped
+    launch fixture in one session hung), an rclpy client in a private context."""
+    ros2 = shutil.which("ros2")
+    if ros2 is None:
+        pytest.skip("the ros2 command is not installed (see ../shared/ros2_launch)")
+    _installed_launch_file()
+    seq, bag = seq_bag
+    args = {"engine": "simulator", "simulator_bag": str(bag), "bag": str(bag),
+            "image_size": "160", "bag_rate": "0.1", "separate_mapping": "true"}
+    log = open(Path(os.environ["TMPDIR"]) / "launch.log", "w")
+    proc = subprocess.Popen([ros2, "launch", "mast3r_ros", "slam.launch.py",
+                             *[f"{k}:={v}" for k, v in args.items()]],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    paths: list = []
+    edges: set = set()
+    mapped, tracked = [], []
+    try:
+        node = rclpy.create_node("mapping_launch_test", context=ctx)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(PathMsg, "/mast3r/map/keyframe_path", paths.append, latched)
+        node.create_subscription(
+            TFMessage, "/tf",
+            lambda m: edges.update((t.header.frame_id, t.child_frame_id) for t in m.transforms),
+            100)
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
 
-    @launch_pytest.fixture(scope="module")
-    def launch_description(include):
-        return launch.LaunchDescription([include, launch_pytest.actions.ReadyToTest()])
+        def keyframes(name):
+            client = node.create_client(GetKeyframes, name)
+            assert client.wait_for_service(timeout_sec=120), (name, f"launch exit {proc.poll()}")
+            fut = client.call_async(GetKeyframes.Request())
+            end = time.monotonic() + 60
+            while not fut.done() and time.monotonic() < end:
+                time.sleep(0.1)
+            assert fut.done() and fut.result().success, name
+            return [k.id for k in fut.result().keyframes]
 
-    @pytest.mark.launch(fixture=launch_description)
-    def test_separate_mapping_launch_tracker_and_mapper_talk(seq_bag, launch_context):
-        seq, _ = seq_bag
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx)
-        paths: list = []
-        edges: set = set()
-        try:
-            node = rclpy.create_node("mapping_launch_test", context=ctx)
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            node.create_subscription(PathMsg, "/mast3r/map/keyframe_path", paths.append, latched)
-            node.create_subscription(
-                TFMessage, "/tf",
-                lambda m: edges.update((t.header.frame_id, t.child_frame_id) for t in m.transforms),
-                100)
-            executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-            executor.add_node(node)
-            spin = threading.Thread(target=executor.spin, daemon=True)
-            spin.start()
-
-            def keyframes(name):
-                client = node.create_client(GetKeyframes, name)
-                assert client.wait_for_service(timeout_sec=120), name
-                fut = client.call_async(GetKeyframes.Request())
-                end = time.monotonic() + 60
-                while not fut.done() and time.monotonic() < end:
-                    time.sleep(0.1)
-                assert fut.done() and fut.result().success, name
-                return [k.id for k in fut.result().keyframes]
-
-            # the bag plays once both nodes hear the camera; wait until the mapping node has
-            # mapped at least two of the tracker's keyframes
-            deadline = time.monotonic() + 300
-            mapped, tracked = [], []
-            while time.monotonic() < deadline:
-                mapped = keyframes("/mast3r/get_keyframes")      # first: the tracker's
-                tracked = keyframes("/mast3r/tracking/get_keyframes")  # list can only grow
-                if len(mapped) >= 2 and ("map", "odom") in edges and paths and \
-                        len(paths[-1].poses) >= 2:
-                    break
-                time.sleep(1.0)
-            executor.shutdown()
-            node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=ctx)
-        print(f"\nseparate mapping: tracker keyframes {tracked}, mapped {mapped}, TF edges {sorted(edges)}")
-        assert len(mapped) >= 2, (tracked, mapped)
-        assert mapped == tracked[:len(mapped)]           # the tracker's keyframes, in order
-        assert {("map", "odom"), ("odom", "camera_optical_frame")} <= edges
-        assert paths and len(paths[-1].poses) >= 2
-        assert np.isfinite([p.pose.position.x for p in paths[-1].poses]).all()
+        # the bag plays once both nodes hear the camera; wait until the mapping node has
+        # mapped at least two of the tracker's keyframes
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            mapped = keyframes("/mast3r/get_keyframes")      # first: the tracker's
+            tracked = keyframes("/mast3r/tracking/get_keyframes")  # list can only grow
+            if len(mapped) >= 2 and ("map", "odom") in edges and paths and \
+                    len(paths[-1].poses) >= 2:
+                break
+            time.sleep(1.0)
+        executor.shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)   # launch forwards it to the nodes it started
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        log.close()
+    print(f"\nseparate mapping: tracker keyframes {tracked}, mapped {mapped}, TF edges {sorted(edges)}")
+    assert len(mapped) >= 2, (tracked, mapped)
+    assert mapped == tracked[:len(mapped)]           # the tracker's keyframes, in order
+    assert {("map", "odom"), ("odom", "camera_optical_frame")} <= edges
+    assert paths and len(paths[-1].poses) >= 2
+    assert np.isfinite([p.pose.position.x for p in paths[-1].poses]).all()
+    text = (Path(os.environ["TMPDIR"]) / "launch.log").read_text()
+    assert "NOT A NETWORK" in text and "mapping ready" in text
