@@ -52,6 +52,32 @@ def test_slam_yaml_sets_exactly_the_declared_parameters_with_their_defaults():
         assert got[k] == pytest.approx(v) if isinstance(v, float) else got[k] == v, k
 
 
+def test_mapping_yaml_sets_the_mapping_nodes_own_parameters_with_their_defaults():
+    """config/mapping.yaml holds exactly mapping_node's own parameters (the common ones come
+    from slam.yaml, given first) and some mapper.* ones, each at the code's default."""
+    pytest.importorskip("rclpy", reason="rclpy not installed")
+    from mast3r_ros.ros.config_params import flatten_defaults
+    from mast3r_ros.ros.mapping_node import MappingOptions
+    from mast3r_ros.slam.mapper import MapperConfig
+
+    text = (REPO / "config" / "mapping.yaml").read_text()
+    doc = yaml.safe_load(text)
+    (block_name, block), = doc.items()
+    assert block_name == "/**"
+    got = _flatten(block["ros__parameters"])
+    want = {f.name: f.default for f in dataclasses.fields(MappingOptions)}
+    mapper = {k: v for k, v in got.items() if k.startswith("mapper.")}
+    assert len(mapper) >= 3
+    defaults = flatten_defaults(MapperConfig, "mapper")
+    assert set(mapper) <= set(defaults), sorted(set(mapper) - set(defaults))
+    want.update({k: defaults[k] for k in mapper})
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v) if isinstance(v, float) else got[k] == v, k
+    params = [ln for ln in text.splitlines() if re.match(r"^\s+[a-z_]+:\s*\S", ln)]
+    assert params and not [ln for ln in params if "#" not in ln]
+
+
 def test_every_parameter_line_of_slam_yaml_has_a_comment():
     lines = (REPO / "config" / "slam.yaml").read_text().splitlines()
     params = [ln for ln in lines if re.match(r"^\s+[a-z_]+:\s*\S", ln)]

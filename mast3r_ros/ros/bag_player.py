@@ -128,11 +128,14 @@ class BagPlayer:
     def stop(self) -> None:
         self._stop = True
 
-    def wait_for_subscribers(self, timeout_s: float) -> bool:
-        """Wait until every publisher (but /clock) has a subscriber, at most ``timeout_s``."""
+    def wait_for_subscribers(self, timeout_s: float, minimum: dict[str, int] | None = None) -> bool:
+        """Wait until every publisher (but /clock) has a subscriber (``minimum[topic]`` of
+        them where given, e.g. a tracker and a mapper on the image topic), at most ``timeout_s``."""
+        minimum = minimum or {}
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and not self._stop:
-            if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
+            if all(p.get_subscription_count() >= minimum.get(t, 1)
+                   for t, p in self.publishers.items()):
                 return True
             time.sleep(0.05)
         return False
@@ -190,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-for-subscribers", type=float, default=None, nargs="?", const=10.0,
                    metavar="TIMEOUT", help="wait (at most TIMEOUT s, default 10) until every "
                    "played topic has a subscriber")
+    p.add_argument("--min-subscribers", nargs="+", default=[], metavar="TOPIC=N",
+                   help="with --wait-for-subscribers: wait for N subscribers on TOPIC (default 1)")
     return p
 
 
@@ -205,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{bag} is not a rosbag2 folder (no metadata.yaml)")
     if args.delay < 0:
         parser.error(f"--delay must be >= 0, got {args.delay}")
+    minimum = {}
+    for item in args.min_subscribers:
+        topic, _, n = item.rpartition("=")
+        if not topic or not n.isdigit():
+            parser.error(f"--min-subscribers: expected TOPIC=N (N a whole number), got {item!r}")
+        minimum[topic] = int(n)
     rclpy.init(args=argv)
     node = rclpy.create_node("bag_player")
     try:
@@ -217,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not player.publishers:
             print(f"{PROG}: error: no topic left to play", file=sys.stderr)
             return 2
-        if args.wait_for_subscribers is not None and not player.wait_for_subscribers(args.wait_for_subscribers):
+        if args.wait_for_subscribers is not None and not player.wait_for_subscribers(args.wait_for_subscribers,
+                                                                                  minimum):
             node.get_logger().warning("not every topic has a subscriber; playing anyway")
         time.sleep(args.delay)
         node.get_logger().info(f"playing {bag} ({', '.join(player.publishers)}) at rate {args.rate}")

@@ -14,13 +14,18 @@ from typing import Any
 def flatten_defaults(cls: type, prefix: str) -> dict[str, Any]:
     """``{"prefix.field": default}`` for every field of dataclass ``cls`` (recursively),
     as ROS parameter values (Enum -> value, tuple -> list)."""
+    return _flatten_instance(cls(), prefix)
+
+
+def _flatten_instance(inst, prefix: str) -> dict[str, Any]:
+    """``flatten_defaults`` of one instance: a nested field keeps ITS value (e.g. the
+    mapper's local ``alignment`` default differs from ``AlignmentConfig()``)."""
     out: dict[str, Any] = {}
-    inst = cls()
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(inst):
         value = getattr(inst, f.name)
         name = f"{prefix}.{f.name}"
         if dataclasses.is_dataclass(value):
-            out.update(flatten_defaults(type(value), name))
+            out.update(_flatten_instance(value, name))
         elif isinstance(value, Enum):
             out[name] = value.value
         elif isinstance(value, tuple):
@@ -31,14 +36,15 @@ def flatten_defaults(cls: type, prefix: str) -> dict[str, Any]:
     return out
 
 
-def declare_config(node, cls: type, prefix: str, description: str) -> list[str]:
+def declare_config(node, cls: type, prefix: str, description: str,
+                   config_file: str = "config/slam.yaml") -> list[str]:
     """Declare one read-only parameter per field of ``cls``; returns their names."""
     from rcl_interfaces.msg import ParameterDescriptor
 
     names = []
     for name, default in flatten_defaults(cls, prefix).items():
         node.declare_parameter(name, default, ParameterDescriptor(
-            description=f"{description}: field '{name[len(prefix) + 1:]}' (see config/slam.yaml)",
+            description=f"{description}: field '{name[len(prefix) + 1:]}' (see {config_file})",
             read_only=True))
         names.append(name)
     return names

@@ -13,6 +13,9 @@ One node class, two roles (``Role``):
 Both: subscribe ``image`` (sensor-data QoS) and ``camera_info``; publish
 ``tracking/odometry``, ``tracking/pose``, ``tracking/path``, ``tracking/status``,
 ``tracking/keyframes`` and TF ``map -> odom -> base_frame`` (or the camera frame), REP-105.
+Who owns ``map -> odom``: this node, unless ``publish_map_odom`` is false (a tracker beside a
+separate ``mapping_node``, which then publishes the mapper's correction there; see
+``mast3r_ros.ros.mapping_node``).
 
 Threading: the image callback only stores the message in a ``LatestFrameQueue`` (depth
 ``queue_depth``) and returns; ONE worker thread takes frames from it and runs inference.
@@ -82,6 +85,7 @@ class NodeOptions:
     map_pixel_stride: int = 2       # map/points: every n-th pointmap pixel per axis
     map_publish_period: float = 1.0  # map outputs are rebuilt at most this often (seconds)
     mapping: bool = True            # slam role: use the mapper when this build has one
+    publish_map_odom: bool = True   # TF map -> odom; false when a mapping_node owns it
 
 
 _OPTION_DOCS = {
@@ -96,6 +100,8 @@ _OPTION_DOCS = {
     "map_pixel_stride": "map/points: use every n-th pointmap pixel per axis (>= 1)",
     "map_publish_period": "map/* outputs are rebuilt at most this often, seconds (> 0)",
     "mapping": "slam_node: run the mapper (pose-graph corrections) when this build has one",
+    "publish_map_odom": "publish TF map -> odom (false: a separate mapping_node owns it, as "
+                        "with slam.launch.py separate_mapping:=true; odom -> robot is still published)",
 }
 
 
@@ -372,8 +378,10 @@ class SlamNode(Node):
             self.pub_path.publish(make_path([s for s, _ in path], np.array([T for _, T in path]),
                                             cfg.map_frame, stamp_ns))
             if self.tf is not None:
-                tfs = [transform_stamped(T_map_odom, cfg.map_frame, cfg.odom_frame, stamp_ns),
-                       transform_stamped(T_odom_robot, cfg.odom_frame, robot_frame, stamp_ns)]
+                tfs = [transform_stamped(T_odom_robot, cfg.odom_frame, robot_frame, stamp_ns)]
+                if self.opts.publish_map_odom:   # else a mapping_node owns map -> odom
+                    tfs.insert(0, transform_stamped(T_map_odom, cfg.map_frame, cfg.odom_frame,
+                                                    stamp_ns))
                 if not cfg.robot_frame_is_camera and not self._static_camera_sent:
                     self.tf.send_static(transform_stamped(cfg.T_base_cam, cfg.base_frame,
                                                           camera_frame, stamp_ns))
