@@ -82,6 +82,7 @@ class NodeOptions:
     map_pixel_stride: int = 2       # map/points: every n-th pointmap pixel per axis
     map_publish_period: float = 1.0  # map outputs are rebuilt at most this often (seconds)
     mapping: bool = True            # slam role: use the mapper when this build has one
+    mapping_mode: str = "background"  # sync | background: where the mapper runs (SlamConfig)
 
 
 _OPTION_DOCS = {
@@ -96,6 +97,9 @@ _OPTION_DOCS = {
     "map_pixel_stride": "map/points: use every n-th pointmap pixel per axis (>= 1)",
     "map_publish_period": "map/* outputs are rebuilt at most this often, seconds (> 0)",
     "mapping": "slam_node: run the mapper (pose-graph corrections) when this build has one",
+    "mapping_mode": "background: the mapper runs in its own thread and tracking never waits "
+                    "for an alignment pass (corrections arrive a few frames later); sync: "
+                    "inside each keyframe's frame (deterministic, tracking stalls during passes)",
 }
 
 
@@ -166,6 +170,9 @@ class SlamNode(Node):
         for name in ("map_voxel_size", "frustum_depth", "map_publish_period"):
             if not getattr(opts, name) > 0:
                 raise params.ParameterError(f"parameter '{name}': expected > 0, got {getattr(opts, name)}")
+        if opts.mapping_mode not in ("sync", "background"):
+            raise params.ParameterError(f"parameter 'mapping_mode': expected 'sync' or "
+                                        f"'background', got {opts.mapping_mode!r}")
         if not 1 <= opts.queue_depth <= 2:
             raise params.ParameterError(f"parameter 'queue_depth': expected 1 or 2, got {opts.queue_depth}")
         return opts
@@ -185,7 +192,7 @@ class SlamNode(Node):
             reloc = read_config(self, rnames, "reloc")
         try:
             return SlamConfig(tracker=TrackerConfig.from_dict(read_config(self, names, "tracking")),
-                              reloc=reloc)
+                              reloc=reloc, mapping_mode=self.opts.mapping_mode)
         except (TypeError, ValueError) as exc:
             raise params.ParameterError(f"parameters 'tracking.*' / 'reloc.*': {exc}") from None
 
@@ -318,13 +325,14 @@ class SlamNode(Node):
         self.frames_processed += 1
         camera_frame = msg.header.frame_id or self.opts.camera_frame
         corrected = None
-        if res.new_keyframe is not None and self.slam.mapper is not None:
+        if (res.new_keyframe is not None or res.map_updated) and self.slam.mapper is not None:
             # the mapper moved keyframes: every past frame's pose follows (tracking/path is
             # re-published from the corrected trajectory; map -> odom takes the correction)
             corrected = self.slam.trajectory()[-self.opts.path_max_poses:]
         self._publish_frame(res, stamp_ns, camera_frame, processing_ms, corrected)
         if res.new_keyframe is not None:
             self.pub_keyframe.publish(self._keyframe_msg(res.new_keyframe, rgb.shape))
+        if res.new_keyframe is not None or res.map_updated:
             self._map_dirty = stamp_ns   # the map timer rebuilds map/* off this thread
 
     # ------------------------------------------------------------------ outputs
@@ -579,6 +587,8 @@ class SlamNode(Node):
                     break
                 except KeyboardInterrupt:
                     continue
+        if hasattr(self, "slam"):
+            self.slam.close()   # the mapping thread (background mode), after its running pass
         super().destroy_node()
 
 
