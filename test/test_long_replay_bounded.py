@@ -12,7 +12,9 @@ frames) for 140 frames. Asserted with structural counts, not timings:
   20-frame warm-up (least-squares slope; a 128x96 RGB frame is 36 KiB, so keeping anything of
   the size of a frame per frame would fail; the trajectory's own per-frame entry is ~0.3 KiB).
 
-Network-output SIMULATOR (moderate profile) at 128x96, mapping ``sync`` (deterministic).
+Network-output SIMULATOR (moderate profile) at 128x96, mapping ``sync`` (deterministic), loop
+closure off for the CPU budget (every keyframe of this inward-looking loop would close loops
+and start full passes; loops are covered by test_slam_mapping.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pytest
 
 from mast3r_ros.slam import SlamSystem
 from mast3r_ros.slam.alignment import AlignmentConfig
+from mast3r_ros.slam.loop_closure import LoopClosureConfig
 from mast3r_ros.slam.mapper import Mapper, MapperConfig
 from mast3r_ros.slam.system import MappingMode, SlamConfig
 from mast3r_ros.synth.render import pinhole_K
@@ -51,7 +54,8 @@ def replay(one_torch_thread):
     eng = NetworkOutputSimulator(seq, SimulatorConfig(**MODERATE))
     cfg = MapperConfig(alignment=AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4),
                        full_alignment=AlignmentConfig(stage1_iters=100, stage2_iters=60,
-                                                      match_subsample=4), neighbors=2)
+                                                      match_subsample=4), neighbors=2,
+                       loop=LoopClosureConfig(enabled=False))  # CPU budget: no full passes
     mapper = Mapper(eng, cfg)
     slam = SlamSystem(eng, SlamConfig(mapping_mode=MappingMode.SYNC), mapper=mapper)
     proc = psutil.Process()
