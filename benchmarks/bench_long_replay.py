@@ -55,6 +55,18 @@ def long_loop_sequence(frames: int, laps: int, width: int, height: int, seed: in
                            info=cfg.to_dict(), progress=wrap)
 
 
+class _Proc:
+    """RSS of this process from /proc (Linux; no psutil needed)."""
+
+    class _Mem:
+        def __init__(self, rss: int) -> None:
+            self.rss = rss
+
+    def memory_info(self) -> "_Proc._Mem":
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return self._Mem(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+
+
 MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
                 outlier_fraction=0.02)
 
@@ -76,8 +88,6 @@ def main() -> None:
                          "every keyframe revisits a place; 1 = a full pass per loop)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import psutil
-
     from mast3r_ros.benchmarking import MachineState
     from mast3r_ros.slam import SlamSystem
     from mast3r_ros.slam.mapper import Mapper, MapperConfig
@@ -98,7 +108,7 @@ def main() -> None:
     eng = NetworkOutputSimulator(seq, sim)
     mapper = Mapper(eng, MapperConfig(loop_full_min_hops=args.loop_full_min_hops))
     slam = SlamSystem(eng, SlamConfig(mapping_mode=args.mode), mapper=mapper)
-    proc = psutil.Process()
+    proc = _Proc()
     print(f"SlamSystem + Mapper (defaults, loop_full_min_hops {args.loop_full_min_hops}), mapping {args.mode}, simulator {args.profile}, "
           f"{args.laps} laps; RSS at start {proc.memory_info().rss / 2**20:.0f} MiB", flush=True)
     print("| frames | RSS (MiB) | per-frame ms: median / p95 / max | tracking keyframes | "

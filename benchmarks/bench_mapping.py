@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--baseline-max-count", type=int, default=50,
                     help="run the baseline only up to this many keyframes (it is slow)")
     ap.add_argument("--points", type=float, nargs="+", default=[1e4, 1e5, 1e6])
+    ap.add_argument("--no-alignment", action="store_true",
+                    help="only the point-cloud timings (on the last count's keyframes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from mast3r_ros.benchmarking import MachineState, Timing, interleaved
@@ -83,7 +85,7 @@ def main() -> None:
 
     rows = []
     last = None
-    for n in args.counts:
+    for n in (args.counts[-1:] if args.no_alignment else args.counts):
         seq = generate(SynthConfig(trajectory="loop", frames=n, width=128, height=96, seed=3))
         eng = NetworkOutputSimulator(seq, SimulatorConfig.realistic(size=128), device=args.device)
         views = [eng.encode(f.rgb, frame_id=f.frame_id) for f in seq.frames]
@@ -105,6 +107,9 @@ def main() -> None:
                 prob.add_pair(pr, a, b)
             probs.append((name, mod, extra, prob, _state(prob)))
         del preds
+        if args.no_alignment:
+            last = (probs[0][3], seq)
+            break
         n_matches = sum(len(o.weight) for o in probs[0][3].pairs.values())
         # warm-up (first optimiser use imports modules): a 2-iteration local pass each
         for _, mod, extra, prob, st in probs:
