@@ -86,6 +86,7 @@ class NodeOptions:
     map_publish_period: float = 1.0  # map outputs are rebuilt at most this often (seconds)
     mapping: bool = True            # slam role: use the mapper when this build has one
     publish_map_odom: bool = True   # TF map -> odom; false when a mapping_node owns it
+    mapping_mode: str = "background"  # sync | background: where the mapper runs (SlamConfig)
 
 
 _OPTION_DOCS = {
@@ -102,6 +103,9 @@ _OPTION_DOCS = {
     "mapping": "slam_node: run the mapper (pose-graph corrections) when this build has one",
     "publish_map_odom": "publish TF map -> odom (false: a separate mapping_node owns it, as "
                         "with slam.launch.py separate_mapping:=true; odom -> robot is still published)",
+    "mapping_mode": "background: the mapper runs in its own thread and tracking never waits "
+                    "for an alignment pass (corrections arrive a few frames later); sync: "
+                    "inside each keyframe's frame (deterministic, tracking stalls during passes)",
 }
 
 
@@ -172,6 +176,9 @@ class SlamNode(Node):
         for name in ("map_voxel_size", "frustum_depth", "map_publish_period"):
             if not getattr(opts, name) > 0:
                 raise params.ParameterError(f"parameter '{name}': expected > 0, got {getattr(opts, name)}")
+        if opts.mapping_mode not in ("sync", "background"):
+            raise params.ParameterError(f"parameter 'mapping_mode': expected 'sync' or "
+                                        f"'background', got {opts.mapping_mode!r}")
         if not 1 <= opts.queue_depth <= 2:
             raise params.ParameterError(f"parameter 'queue_depth': expected 1 or 2, got {opts.queue_depth}")
         return opts
@@ -191,7 +198,7 @@ class SlamNode(Node):
             reloc = read_config(self, rnames, "reloc")
         try:
             return SlamConfig(tracker=TrackerConfig.from_dict(read_config(self, names, "tracking")),
-                              reloc=reloc)
+                              reloc=reloc, mapping_mode=self.opts.mapping_mode)
         except (TypeError, ValueError) as exc:
             raise params.ParameterError(f"parameters 'tracking.*' / 'reloc.*': {exc}") from None
 
@@ -324,13 +331,14 @@ class SlamNode(Node):
         self.frames_processed += 1
         camera_frame = msg.header.frame_id or self.opts.camera_frame
         corrected = None
-        if res.new_keyframe is not None and self.slam.mapper is not None:
+        if (res.new_keyframe is not None or res.map_updated) and self.slam.mapper is not None:
             # the mapper moved keyframes: every past frame's pose follows (tracking/path is
             # re-published from the corrected trajectory; map -> odom takes the correction)
             corrected = self.slam.trajectory()[-self.opts.path_max_poses:]
         self._publish_frame(res, stamp_ns, camera_frame, processing_ms, corrected)
         if res.new_keyframe is not None:
             self.pub_keyframe.publish(self._keyframe_msg(res.new_keyframe, rgb.shape))
+        if res.new_keyframe is not None or res.map_updated:
             self._map_dirty = stamp_ns   # the map timer rebuilds map/* off this thread
 
     # ------------------------------------------------------------------ outputs
@@ -587,6 +595,8 @@ class SlamNode(Node):
                     break
                 except KeyboardInterrupt:
                     continue
+        if hasattr(self, "slam"):
+            self.slam.close()   # the mapping thread (background mode), after its running pass
         super().destroy_node()
 
 

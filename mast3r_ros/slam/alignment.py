@@ -69,6 +69,11 @@ class AlignmentConfig:
     stage1_lr: float = 0.01         # its peak learning rate (cosine decay to 1 %)
     stage2_iters: int = 300         # Adam iterations of stage 2 (2D reprojection)
     stage2_lr: float = 0.003        # its peak learning rate
+    converge_rel_tol: float = 2e-3  # a stage has converged when its mean loss over the last
+                                    # converge_window iterations is less than this fraction
+                                    # below the window's before; it then runs the schedule's
+                                    # last window (learning rate near 1 %) and stops (0: never)
+    converge_window: int = 10       # iterations per convergence window
     loss3d_scale: float = 0.02      # Cauchy scale of the 3D residual, fraction of depth
     loss2d_scale_px: float = 2.0    # Cauchy scale of the reprojection residual, network pixels
     optimize_focal: bool = True     # refine unknown focals in stage 2
@@ -76,7 +81,8 @@ class AlignmentConfig:
     dtype: str = "float32"          # optimisation dtype on the engine's device
 
     def __post_init__(self) -> None:
-        for name in ("anchor_step", "match_subsample", "fallback_step", "max_matches_per_pair"):
+        for name in ("anchor_step", "match_subsample", "fallback_step", "max_matches_per_pair",
+                     "converge_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AlignmentConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("stage1_iters", "stage2_iters", "min_pair_matches"):
@@ -85,6 +91,8 @@ class AlignmentConfig:
         for name in ("consistency_rel", "loss3d_scale", "loss2d_scale_px", "stage1_lr", "stage2_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"AlignmentConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.converge_rel_tol < 0:
+            raise ValueError(f"AlignmentConfig.converge_rel_tol must be >= 0, got {self.converge_rel_tol}")
         if self.fallback_weight < 0:
             raise ValueError(f"AlignmentConfig.fallback_weight must be >= 0, got {self.fallback_weight}")
         if self.dtype not in ("float32", "float64"):
@@ -390,6 +398,7 @@ class AlignmentResult:
             largest in the problem; an outlier view gets a small value.
         fallback_pairs: ordered pairs that used the regression fallback.
         loss: final stage-1 and stage-2 losses. timings_ms: init, stage1, stage2, total.
+        iterations: Adam iterations run per stage (fewer than configured when converged).
     """
 
     keys: list
@@ -400,6 +409,7 @@ class AlignmentResult:
     fallback_pairs: list
     loss: dict
     timings_ms: dict
+    iterations: dict = field(default_factory=dict)
 
 
 class AlignmentProblem:
@@ -601,16 +611,24 @@ class AlignmentProblem:
         # depths optimised: the free views', plus, when the scale gauge is the mean log-depth
         # correction (center_scale), the fixed views' too (only their poses stay fixed)
         depth_free = set(free) | (set(fixed) if center_scale else set())
-        loss1 = self._run_stage(1, involved, free, parent, pairs, center_scale, depth_free)
+        slot = {v: s for s, v in enumerate(involved)}
+        self._aoff, off = {}, 0
+        for v in involved:
+            self._aoff[v] = off
+            off += len(self.delta[v])
+        batch = self._gather(pairs, slot) if pairs else (None, None)
+        loss1, it1 = self._run_stage(1, involved, free, parent, pairs, center_scale, depth_free,
+                                     batch)
         t1 = time.perf_counter()
-        loss2 = self._run_stage(2, involved, free, parent, pairs, center_scale, depth_free)
+        loss2, it2 = self._run_stage(2, involved, free, parent, pairs, center_scale, depth_free,
+                                     batch)
         t2 = time.perf_counter()
         pair_w, view_w = self._weights(pairs)
         K = np.stack([self.K_net(v) for v in range(n)])
         return AlignmentResult(
             keys=list(self.keys), T_world_cam=np.stack(self.T), K_net=K, pair_weight=pair_w,
             view_weight=view_w, fallback_pairs=[(o.i, o.j) for o in pairs if o.fallback],
-            loss={"stage1": loss1, "stage2": loss2},
+            loss={"stage1": loss1, "stage2": loss2}, iterations={"stage1": it1, "stage2": it2},
             timings_ms={"init": 1e3 * (t_init - t0), "stage1": 1e3 * (t1 - t_init),
                         "stage2": 1e3 * (t2 - t1), "total": 1e3 * (t2 - t0)})
 
@@ -621,47 +639,62 @@ class AlignmentProblem:
             idx % view.w, s, rounding_mode="floor")
 
     def _gather(self, pairs: list[PairObservation], slot: dict[int, int]):
-        """Batched match arrays over all (non-fallback) pairs."""
-        dev, dt = self.device, self.dtype
-        cols = {k: [] for k in ("vi", "vj", "ri", "rj", "ai", "aj", "zi", "zj", "w", "pid",
-                                "ui", "uj")}
-        reg = {k: [] for k in ("vi", "vj", "pts", "rj", "aj", "zj", "w", "pid")}
+        """Residual arrays over ``pairs``, built once per ``optimize`` and shared by both
+        stages, padded per pair: ``m`` holds the consistent matches of the pairs that have
+        enough of them, ``r`` the regression grid of the fallback pairs, each as (P, L)
+        arrays (P pairs, L the longest pair; padding has weight 0, depth 1, ray 0, anchor
+        0), with ``pid`` (P,) the pairs' indices in ``pairs`` and ``vi`` / ``vj`` (P,) their
+        view slots. One layout per pair lets a batched matmul move a pair's points at once."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        dt = self.dtype
+        cols = {k: [] for k in ("ri", "rj", "ai", "aj", "zi", "zj", "w", "pid")}
+        reg = {k: [] for k in ("pts", "rj", "aj", "zj", "w", "pid")}
         for pid, o in enumerate(pairs):
             a, b = self.index[o.i], self.index[o.j]
             if not o.fallback:
                 zi = self.views[a].depth[o.idx_i]
                 zj = self.views[b].depth[o.idx_j]
                 ok = (zi > 0) & (zj > 0)
-                m = int(ok.sum())
-                cols["vi"].append(torch.full((m,), slot[a], device=dev, dtype=torch.long))
-                cols["vj"].append(torch.full((m,), slot[b], device=dev, dtype=torch.long))
-                cols["ri"].append(self._ray(a, o.idx_i[ok]))
-                cols["rj"].append(self._ray(b, o.idx_j[ok]))
-                cols["ui"].append(self._pix(a, o.idx_i[ok]))
-                cols["uj"].append(self._pix(b, o.idx_j[ok]))
-                cols["ai"].append(self._anchor_of(a, o.idx_i[ok]) + self._aoff[a])
-                cols["aj"].append(self._anchor_of(b, o.idx_j[ok]) + self._aoff[b])
+                if not bool(ok.any()):
+                    continue
+                ii, jj = o.idx_i[ok], o.idx_j[ok]
+                cols["ri"].append(self._ray(a, ii))
+                cols["rj"].append(self._ray(b, jj))
+                cols["ai"].append(self._anchor_of(a, ii) + self._aoff[a])
+                cols["aj"].append(self._anchor_of(b, jj) + self._aoff[b])
                 cols["zi"].append(zi[ok])
                 cols["zj"].append(zj[ok])
                 cols["w"].append(o.weight[ok].to(dt))
-                cols["pid"].append(torch.full((m,), pid, device=dev, dtype=torch.long))
+                cols["pid"].append(pid)
             elif self.config.fallback_weight > 0 and len(o.reg_idx_j):
                 zj = self.views[b].depth[o.reg_idx_j]
                 ok = zj > 0
-                m = int(ok.sum())
-                reg["vi"].append(torch.full((m,), slot[a], device=dev, dtype=torch.long))
-                reg["vj"].append(torch.full((m,), slot[b], device=dev, dtype=torch.long))
+                if not bool(ok.any()):
+                    continue
+                jj = o.reg_idx_j[ok]
                 reg["pts"].append(o.reg_pts_i[ok].to(dt))
-                reg["rj"].append(self._ray(b, o.reg_idx_j[ok]))
-                reg["aj"].append(self._anchor_of(b, o.reg_idx_j[ok]) + self._aoff[b])
+                reg["rj"].append(self._ray(b, jj))
+                reg["aj"].append(self._anchor_of(b, jj) + self._aoff[b])
                 reg["zj"].append(zj[ok])
                 reg["w"].append(self.config.fallback_weight * o.reg_weight[ok].to(dt))
-                reg["pid"].append(torch.full((m,), pid, device=dev, dtype=torch.long))
+                reg["pid"].append(pid)
+        pad_value = {"zi": 1.0, "zj": 1.0, "pts": 1.0}
 
-        def cat(d):
-            return {k: torch.cat(v) if v else None for k, v in d.items()}
+        def padded(d):
+            if not d["pid"]:
+                return None
+            out = {k: pad_sequence(v, batch_first=True, padding_value=pad_value.get(k, 0.0))
+                   for k, v in d.items() if k != "pid"}
+            out["pid"] = torch.tensor(d["pid"], dtype=torch.long, device=self.device)
+            out["vi"] = torch.tensor([slot[self.index[pairs[p].i]] for p in d["pid"]],
+                                     dtype=torch.long, device=self.device)
+            out["vj"] = torch.tensor([slot[self.index[pairs[p].j]] for p in d["pid"]],
+                                     dtype=torch.long, device=self.device)
+            out["valid"] = out["w"] > 0
+            return out
 
-        return cat(cols), cat(reg)
+        return padded(cols), padded(reg)
 
     def _pix(self, v: int, idx: torch.Tensor) -> torch.Tensor:
         w = self.views[v].w
@@ -673,126 +706,157 @@ class AlignmentProblem:
         return self._pix(v, idx) - torch.tensor([K[0, 2], K[1, 2]], dtype=self.dtype, device=self.device)
 
     def _run_stage(self, stage: int, involved: list[int], free: list[int], parent: list[int],
-                   pairs: list[PairObservation], center_scale: bool, depth_free: set) -> float:
+                   pairs: list[PairObservation], center_scale: bool, depth_free: set,
+                   batch) -> tuple[float, int]:
+        """One Adam stage; returns (final loss, iterations run)."""
         cfg = self.config
         iters = cfg.stage1_iters if stage == 1 else cfg.stage2_iters
         lr = cfg.stage1_lr if stage == 1 else cfg.stage2_lr
         dev, dt = self.device, self.dtype
         if not free or not pairs:
-            return 0.0
+            return 0.0, 0
+        m, r = batch
+        if m is None and r is None:
+            return 0.0, 0
         slot = {v: s for s, v in enumerate(involved)}
-        self._aoff, off = {}, 0
-        for v in involved:
-            self._aoff[v] = off
-            off += len(self.delta[v])
-        m, r = self._gather(pairs, slot)
-        if m["w"] is None and r["w"] is None:
-            return 0.0
         V = len(involved)
         free_set = set(free)
         T0 = torch.tensor(np.stack([self.T[v] for v in involved]), dtype=dt, device=dev)
-        # kinematic chain: T_v = T_parent @ exp(xi_v) @ (T0_parent^-1 T0_v)
+        # kinematic chain: T_v = T_parent @ exp(xi_v) @ (T0_parent^-1 T0_v) for free views
+        # with an involved parent; T0_v @ exp(xi_v) for free chain roots; T0_v for fixed ones
         par = [slot.get(parent[v], -1) if parent[v] >= 0 else -1 for v in involved]
-        # views whose parent is not involved become chain roots at their current pose
-        rel0 = T0.clone()
-        for s, v in enumerate(involved):
-            if par[s] >= 0:
-                rel0[s] = torch.linalg.inv(T0[par[s]]) @ T0[s]
-        levels = self._levels(par)
-        free_slots = torch.tensor([slot[v] for v in involved if v in free_set], device=dev)
-        rv = torch.zeros(len(free_slots), 3, dtype=dt, device=dev, requires_grad=True)
-        tv = torch.zeros(len(free_slots), 3, dtype=dt, device=dev, requires_grad=True)
+        is_free_l = [v in free_set for v in involved]
+        q = np.array([par[s] if (is_free_l[s] and par[s] >= 0) else V for s in range(V)]
+                     + [V], dtype=np.int64)   # effective parent; V = identity sentinel
+        chained = torch.tensor(q[:V] < V, device=dev)
+        qs = torch.as_tensor(np.maximum(np.minimum(q[:V], V - 1), 0), device=dev)
+        # (the exact inverse: stored poses are rigid only to float32 precision, and the
+        # chain must give back T0 exactly at zero correction, whatever their drift)
+        rel0 = torch.linalg.inv(T0[qs]) @ T0
+        # pointer doubling: ceil(log2(chain depth)) batched products instead of one per level
+        jumps = []
+        while np.any(q != V):
+            jumps.append(torch.as_tensor(q, device=dev))
+            q = q[q]
+        free_slots = torch.tensor([s for s in range(V) if is_free_l[s]], dtype=torch.long, device=dev)
         delta0 = torch.cat([self.delta[v] for v in involved])
         dmask = torch.cat([torch.full_like(self.delta[v], float(v in depth_free)) for v in involved])
-        dd = torch.zeros_like(delta0, requires_grad=True)
         f0 = torch.tensor([self.focal[v] for v in involved], dtype=dt, device=dev)
         fmask = torch.tensor([float(v in free_set and self.K_known[v] is None
                                     and cfg.optimize_focal and stage == 2) for v in involved],
                              dtype=dt, device=dev)
-        lf = torch.zeros(V, dtype=dt, device=dev, requires_grad=True)
-        params = [rv, tv, dd] + ([lf] if float(fmask.sum()) > 0 else [])
-        opt = torch.optim.Adam(params, lr=lr)
+        use_focal = float(fmask.sum()) > 0
+        # every unknown in ONE leaf tensor (one Adam update per iteration, same arithmetic):
+        # rotation and translation corrections of the free views, log-depth corrections of
+        # the anchors, log-focal corrections
+        nf, nd_all = len(free_slots), len(delta0)
+        x = torch.zeros(6 * nf + nd_all + V, dtype=dt, device=dev, requires_grad=True)
+        opt = torch.optim.Adam([x], lr=lr)
+
+        def unknowns():
+            return (x[:3 * nf].view(nf, 3), x[3 * nf:6 * nf].view(nf, 3),
+                    x[6 * nf:6 * nf + nd_all], x[6 * nf + nd_all:])
         slot_of_free = torch.full((V,), -1, dtype=torch.long, device=dev)
         slot_of_free[free_slots] = torch.arange(len(free_slots), device=dev)
         is_free = slot_of_free >= 0
-
-        free_set_slots = {slot[v] for v in free}
         eye4 = torch.eye(4, dtype=dt, device=dev)
-        lvl_idx = [torch.tensor(lvl, device=dev) for lvl in levels]
-        lvl_par = [torch.tensor([max(par[s], 0) for s in lvl], device=dev) for lvl in levels]
-        lvl_root = [torch.tensor([par[s] < 0 for s in lvl], device=dev) for lvl in levels]
+        ident = eye4[None]
+        nd = float(dmask.sum().clamp_min(1))
 
         def poses() -> torch.Tensor:
-            """(V, 4, 4): fixed views at T0; free views along the chain, level by level."""
-            xi = eye4.expand(V, 4, 4)
-            if len(free_slots):
-                E = torch.cat([torch.cat([_rodrigues(rv), tv[:, :, None]], 2),
-                               eye4[3:].expand(len(free_slots), 1, 4)], 1)
-                xi = torch.where(is_free[:, None, None], E[slot_of_free.clamp_min(0)], eye4)
-            T = T0
-            for idx, pidx, root in zip(lvl_idx, lvl_par, lvl_root):
-                chained = T[pidx] @ xi[idx] @ rel0[idx]
-                new = torch.where(root[:, None, None], T0[idx] @ xi[idx], chained)
-                new = torch.where(is_free[idx][:, None, None], new, T0[idx])
-                T = T.index_copy(0, idx, new)
-            return T
+            """(V, 4, 4) camera -> world of the involved views."""
+            rv, tv, _, _ = unknowns()
+            E = torch.cat([torch.cat([_rodrigues(rv), tv[:, :, None]], 2),
+                           eye4[3:].expand(len(free_slots), 1, 4)], 1)
+            xi = torch.where(is_free[:, None, None], E[slot_of_free.clamp_min(0)], eye4)
+            L = torch.where(chained[:, None, None], xi @ rel0, T0 @ xi)
+            M = torch.cat([L, ident])
+            for P in jumps:
+                M = M[P] @ M
+            return M[:V]
 
         def depth_corr() -> torch.Tensor:
+            dd = unknowns()[2]
             if center_scale:  # the mean correction over the optimised depths stays unchanged
-                return delta0 + (dd - (dd * dmask).sum() / dmask.sum().clamp_min(1)) * dmask
+                return delta0 + (dd - (dd * dmask).sum() / nd) * dmask
             return delta0 + dd * dmask
 
+        def transforms(T: torch.Tensor, x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            """(P, 3, 3), (P, 1, 3): rotation and translation from j's frame to i's, per pair."""
+            Rt_i = T[x["vi"], :3, :3].transpose(1, 2)
+            R_ij = Rt_i @ T[x["vj"], :3, :3]
+            t_ij = (Rt_i @ (T[x["vj"], :3, 3:] - T[x["vi"], :3, 3:])).transpose(1, 2)
+            return R_ij, t_ij
+
+        def points(x: dict, z: str, a: str, ray: str, v: str, d: torch.Tensor, f: torch.Tensor):
+            """(P, L, 3) points of the pixels ``x[ray]`` at depth ``x[z] * exp(d[x[a]])``."""
+            zz = (x[z] * torch.exp(d[x[a]]))[..., None]
+            fv = f[x[v]][:, None, None]
+            return torch.cat([x[ray] / fv, torch.ones_like(x[z])[..., None]], -1) * zz
+
         def residuals(T: torch.Tensor, d: torch.Tensor, f: torch.Tensor):
+            """[(weights, robust losses, squared residuals / scale^2)] for matches, regression;
+            each (P, L)."""
             out = []
-            if m["w"] is not None:
-                Xi = self._points(m["ri"], m["zi"], d[m["ai"]], f[m["vi"]])
-                Xj = self._points(m["rj"], m["zj"], d[m["aj"]], f[m["vj"]])
-                Ri, ti = T[m["vi"], :3, :3], T[m["vi"], :3, 3]
-                Rj, tj = T[m["vj"], :3, :3], T[m["vj"], :3, 3]
-                Wi = (Ri @ Xi[..., None])[..., 0] + ti
-                Wj = (Rj @ Xj[..., None])[..., 0] + tj
+            if m is not None:
+                R_ij, t_ij = transforms(T, m)
+                Xi = points(m, "zi", "ai", "ri", "vi", d, f)
+                Xj = points(m, "zj", "aj", "rj", "vj", d, f)
+                ci = Xj @ R_ij.transpose(1, 2) + t_ij                 # j's points in i's frame
                 if stage == 1:
-                    zr = 0.5 * (Xi[:, 2] + Xj[:, 2]).clamp_min(1e-6)
-                    r2 = ((Wi - Wj) ** 2).sum(-1) / zr ** 2
+                    zr = 0.5 * (Xi[..., 2] + Xj[..., 2]).clamp_min(1e-6)
+                    r2 = ((Xi - ci) ** 2).sum(-1) / zr ** 2
                     out.append((m["w"], _cauchy(r2, cfg.loss3d_scale), r2 / cfg.loss3d_scale ** 2))
                 else:
                     # j's point into i's image and i's point into j's image
-                    ci = (Ri.transpose(1, 2) @ (Wj - ti)[..., None])[..., 0]
-                    cj = (Rj.transpose(1, 2) @ (Wi - tj)[..., None])[..., 0]
-                    pi = f[m["vi"], None] * ci[:, :2] / ci[:, 2:].clamp_min(1e-6)
-                    pj = f[m["vj"], None] * cj[:, :2] / cj[:, 2:].clamp_min(1e-6)
+                    cj = (Xi - t_ij) @ R_ij                             # i's points in j's frame
+                    pi = f[m["vi"]][:, None, None] * ci[..., :2] / ci[..., 2:].clamp_min(1e-6)
+                    pj = f[m["vj"]][:, None, None] * cj[..., :2] / cj[..., 2:].clamp_min(1e-6)
                     r2 = 0.5 * (((pi - m["ri"]) ** 2).sum(-1) + ((pj - m["rj"]) ** 2).sum(-1))
-                    r2 = torch.where((ci[:, 2] > 0) & (cj[:, 2] > 0), r2, torch.full_like(r2, 1e4))
+                    r2 = torch.where((ci[..., 2] > 0) & (cj[..., 2] > 0), r2, torch.full_like(r2, 1e4))
                     out.append((m["w"], _cauchy(r2, cfg.loss2d_scale_px),
                                 r2 / cfg.loss2d_scale_px ** 2))
-            if r["w"] is not None:
-                Xj = self._points(r["rj"], r["zj"], d[r["aj"]], f[r["vj"]])
-                Ri, ti = T[r["vi"], :3, :3], T[r["vi"], :3, 3]
-                Rj, tj = T[r["vj"], :3, :3], T[r["vj"], :3, 3]
-                Wj = (Rj @ Xj[..., None])[..., 0] + tj
-                Wp = (Ri @ r["pts"][..., None])[..., 0] + ti
-                r2 = ((Wj - Wp) ** 2).sum(-1) / r["pts"][:, 2].clamp_min(1e-6) ** 2
+            if r is not None:
+                R_ij, t_ij = transforms(T, r)
+                Xj = points(r, "zj", "aj", "rj", "vj", d, f)
+                ci = Xj @ R_ij.transpose(1, 2) + t_ij
+                r2 = ((ci - r["pts"]) ** 2).sum(-1) / r["pts"][..., 2].clamp_min(1e-6) ** 2
                 out.append((r["w"], _cauchy(r2, cfg.loss3d_scale), r2 / cfg.loss3d_scale ** 2))
             return out
 
-        wsum = sum(float(x.sum()) for x in (m["w"], r["w"]) if x is not None)
-        last = 0.0
-        for it in range(iters):
+        def focal() -> torch.Tensor:
+            return f0 * torch.exp(unknowns()[3] * fmask) if use_focal else f0
+
+        wsum = sum(float(x["w"].sum()) for x in (m, r) if x is not None)
+        win = cfg.converge_window
+        hist: list[float] = []
+        last, it, converged = 0.0, 0, False
+        while it < iters:
             for g in opt.param_groups:
                 g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * it / max(iters, 1))))
             opt.zero_grad(set_to_none=True)
-            T = poses()
-            f = f0 * torch.exp(lf * fmask)
-            loss = sum((w * l).sum() for w, l, _ in residuals(T, depth_corr(), f)) / wsum
+            loss = sum((w * l).sum() for w, l, _ in residuals(poses(), depth_corr(), focal())) / wsum
             loss.backward()
             opt.step()
             last = float(loss.detach())
+            hist.append(last)
+            it += 1
+            # converged: the mean loss of the last window improved on the window before by
+            # less than converge_rel_tol -> finish with the schedule's last window (low rate)
+            if (cfg.converge_rel_tol > 0 and not converged and it % win == 0
+                    and 2 * win <= it < iters - win):
+                prev, cur = sum(hist[-2 * win:-win]) / win, sum(hist[-win:]) / win
+                if prev - cur < cfg.converge_rel_tol * max(abs(cur), 1e-12):
+                    converged = True
+                    it = iters - win  # on to the schedule's tail (learning rate near 1 %)
+        ran = len(hist)
         with torch.no_grad():
-            T = poses().double().cpu().numpy()
+            Tt = poses()
+            T = Tt.double().cpu().numpy()
             d = depth_corr()
-            f = (f0 * torch.exp(lf * fmask)).double().cpu().numpy()
-            # robust inlier fraction per pair, for the weights
-            res = residuals(torch.as_tensor(T, dtype=dt, device=dev), d, torch.as_tensor(f, dtype=dt, device=dev))
+            ft = focal()
+            f = ft.double().cpu().numpy()
+            res = residuals(Tt, d, ft)
         for s, v in enumerate(involved):
             if v in depth_free:
                 self.delta[v] = d[self._aoff[v]:self._aoff[v] + len(self.delta[v])].detach().clone()
@@ -802,32 +866,16 @@ class AlignmentProblem:
                 if stage == 2:
                     self.optimized.add(v)
         # robust inlier fraction of each pair after this stage (for the weights)
-        inl = torch.zeros(len(pairs), dtype=dt, device=dev)
-        cnt = torch.zeros(len(pairs), dtype=dt, device=dev)
-        pids = [x["pid"] for x in (m, r) if x["w"] is not None]
-        for (w, _, rr), pid in zip(res, pids):
-            inl.index_add_(0, pid, (rr <= 1.0).to(dt))
-            cnt.index_add_(0, pid, torch.ones_like(rr))
-        self._inlier_frac = {(o.i, o.j): float(inl[k] / cnt[k].clamp_min(1)) for k, o in enumerate(pairs)}
-        return last
+        frac = torch.zeros(len(pairs), dtype=dt, device=dev)
+        for (_, _, rr), x in zip(res, [x for x in (m, r) if x is not None]):
+            ok = x["valid"]
+            frac[x["pid"]] = ((rr <= 1.0) & ok).sum(1).to(dt) / ok.sum(1).clamp_min(1).to(dt)
+        self._inlier_frac = {(o.i, o.j): float(frac[k]) for k, o in enumerate(pairs)}
+        return last, ran
 
     def _points(self, ray: torch.Tensor, z: torch.Tensor, d: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         zz = z * torch.exp(d)
         return torch.cat([ray * (zz / f)[:, None], zz[:, None]], -1)
-
-    @staticmethod
-    def _levels(par: list[int]) -> list[list[int]]:
-        depth = []
-        for s in range(len(par)):
-            d, u = 0, s
-            while par[u] >= 0:
-                u = par[u]
-                d += 1
-            depth.append(d)
-        out: list[list[int]] = [[] for _ in range(max(depth) + 1 if depth else 0)]
-        for s, d in enumerate(depth):
-            out[d].append(s)
-        return out
 
     def _weights(self, pairs: list[PairObservation]) -> tuple[dict, dict]:
         frac = getattr(self, "_inlier_frac", {})

@@ -68,6 +68,9 @@ class LoopCandidate:
         num_matches, num_inliers: FRM matches and PnP inliers; inlier_ratio.
         T_match_query: (4, 4) query camera -> match camera (from PnP, the candidate's
             pointmap scale), or None.
+        cycle_hops: for an accepted loop, the pair hops between query and match in the
+            keyframe graph before the loop joined them (the length of the cycle it closes;
+            the mapper runs a full pass only for long ones).
     """
 
     query_id: str
@@ -79,6 +82,7 @@ class LoopCandidate:
     num_inliers: int = 0
     inlier_ratio: float = 0.0
     T_match_query: np.ndarray | None = None
+    cycle_hops: int = 0
 
 
 def image_global_descriptor(image: np.ndarray, size: tuple[int, int] = (32, 24)) -> np.ndarray:

@@ -81,6 +81,12 @@ class MapperConfig:
     reinit_full: bool = False   # full passes re-initialise poses along the spanning tree first
                                 # (off: start from the current poses; measured better on loops)
     keep_mean_scale: bool = True  # full passes keep the mean log-depth correction (scale gauge)
+    loop_full_min_hops: int = 1  # a verified loop starts a full pass only when it closes a cycle
+                                 # of at least this many pair hops in the keyframe graph; a
+                                 # shorter one (revisiting a place whose loop is closed already,
+                                 # keyframe after keyframe) only adds its pair to the local
+                                 # passes. 1: every loop (most accurate); ~5 bounds the work of
+                                 # long runs that revisit places lap after lap
 
     def __post_init__(self) -> None:
         for name, cls in (("alignment", AlignmentConfig), ("full_alignment", AlignmentConfig),
@@ -88,6 +94,8 @@ class MapperConfig:
             v = getattr(self, name)
             if isinstance(v, Mapping):
                 object.__setattr__(self, name, cls.from_dict(v))
+        if self.loop_full_min_hops < 1:
+            raise ValueError(f"MapperConfig.loop_full_min_hops must be >= 1, got {self.loop_full_min_hops}")
         if self.neighbors < 1 or self.window < 1 or self.cloud_stride < 1 or self.max_keyframes < 2:
             raise ValueError("MapperConfig: neighbors, window, cloud_stride must be >= 1 and "
                              "max_keyframes >= 2")
@@ -182,47 +190,89 @@ class Mapper:
             ValueError: a keyframe with this id exists, a field is missing or malformed,
                 or ``max_keyframes`` is reached.
         """
+        return self.add_keyframes([kf], pose_is_corrected=pose_is_corrected)
+
+    def add_keyframes(self, kfs: list[KeyframeLike], *, pose_is_corrected: bool = False) -> MapUpdate:
+        """Add several keyframes (in order), then ONE local pass over a window holding all of
+        them and the ``window - 1`` keyframes before, then loop detection for each. What a
+        mapper that fell behind does with the keyframes that queued up meanwhile (coalescing:
+        one optimisation instead of one per keyframe). ``add_keyframes([kf])`` is exactly
+        ``add_keyframe(kf)``. The update's ``keyframe_id`` is the last keyframe's.
+
+        Raises:
+            ValueError: as ``add_keyframe`` (keyframes before the bad one stay added).
+        """
         t0 = time.perf_counter()
-        kid, T_trk = self._check_keyframe(kf)
+        if not kfs:
+            raise ValueError("add_keyframes needs at least one keyframe")
+        checked = [self._check_keyframe(kf) for kf in kfs]
         with self._lock:
-            if kid in self._kfs:
-                raise ValueError(f"keyframe id {kid!r} was already added")
-            if len(self._order) >= self.config.max_keyframes:
-                raise ValueError(f"the map holds max_keyframes={self.config.max_keyframes} "
-                                 "keyframes; raise it or start a new map")
-            prob = self.problem
-            K_net = None if kf.K is None else kf.view.transform.intrinsics_to_net(np.asarray(kf.K))
-            T_init = T_trk
-            if self._order and not pose_is_corrected:  # carry the corrections made so far: relative to the last keyframe
-                last = self._order[-1]
-                T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
-            prob.add_view(kid, kf.view.transform, K_net, T_init)
-            recent = self._order[-self.config.neighbors:]
-            self._kfs[kid] = kf
-            self._T_track[kid] = T_trk
-            self._colors[kid] = self._network_colors(kf)
-            self._order.append(kid)
-            self._decode([(kid, r) for r in recent] + [(r, kid) for r in recent])
+            added = []
+            for kf, (kid, T_trk) in zip(kfs, checked):
+                self._add_view(kf, kid, T_trk, pose_is_corrected)
+                added.append((kid, kf))
             t_dec = time.perf_counter()
-            if len(self._order) == 1:  # canonical depth waits for the second keyframe
+            if len(self._order) == len(added):  # canonical depth waits for the second keyframe
+                kid, kf = added[0]
                 desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
                 self.loops.add(kid, desc)
-                return MapUpdate(kid, self.poses(), timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
-            # local window first: it also refines the new keyframe's focal for verification
-            window = self._order[-self.config.window:]
+                added = added[1:]
+                if not added:
+                    return MapUpdate(kid, self.poses(),
+                                     timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
+            # local window first: it also refines the new keyframes' focals for verification
+            window = self._order[-(self.config.window + len(added) - 1):]
             self._optimize(window, self.config.alignment)
             t_loc = time.perf_counter()
-            accepted, rejected = self._close_loops(kid, kf)
+            accepted, rejected = [], []
+            for kid, kf in added:
+                acc, rej = self._close_loops(kid, kf)
+                accepted += acc
+                rejected += rej
             t_loop = time.perf_counter()
             kind = OptimizationKind.LOCAL
-            if accepted:
+            if any(c.cycle_hops >= self.config.loop_full_min_hops for c in accepted):
                 self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
                 kind = OptimizationKind.FULL
             t_end = time.perf_counter()
-            return MapUpdate(kid, self.poses(), accepted, rejected, kind, timings_ms={
+            return MapUpdate(added[-1][0], self.poses(), accepted, rejected, kind, timings_ms={
                 "decode": 1e3 * (t_dec - t0), "local": 1e3 * (t_loc - t_dec),
                 "loop": 1e3 * (t_loop - t_loc), "full": 1e3 * (t_end - t_loop),
                 "total": 1e3 * (t_end - t0)})
+
+    def _add_view(self, kf: KeyframeLike, kid: str, T_trk: np.ndarray, pose_is_corrected: bool) -> None:
+        """One keyframe into the problem: its view, its pairs with the recent keyframes."""
+        if kid in self._kfs:
+            raise ValueError(f"keyframe id {kid!r} was already added")
+        if len(self._order) >= self.config.max_keyframes:
+            raise ValueError(f"the map holds max_keyframes={self.config.max_keyframes} "
+                             "keyframes; raise it or start a new map")
+        prob = self.problem
+        K_net = None if kf.K is None else kf.view.transform.intrinsics_to_net(np.asarray(kf.K))
+        T_init = T_trk
+        if self._order and not pose_is_corrected:  # carry the corrections made so far: relative to the last keyframe
+            last = self._order[-1]
+            T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
+        prob.add_view(kid, kf.view.transform, K_net, T_init)
+        recent = self._order[-self.config.neighbors:]
+        self._kfs[kid] = kf
+        self._T_track[kid] = T_trk
+        self._colors[kid] = self._network_colors(kf)
+        self._order.append(kid)
+        self._decode([(kid, r) for r in recent] + [(r, kid) for r in recent])
+
+    def stats(self) -> dict[str, int]:
+        """Structural sizes of the map (they grow with keyframes, never with frames):
+        keyframes, ordered pairs, stored matches, regression points, anchors, loops."""
+        with self._lock:
+            prob = self.problem
+            return {"keyframes": len(self._order), "views": len(prob.views),
+                    "pairs": len(prob.pairs),
+                    "matches": sum(int(len(o.weight)) for o in prob.pairs.values()),
+                    "regression_points": sum(int(len(o.reg_weight)) for o in prob.pairs.values()),
+                    "anchors": sum(int(len(d)) for d in prob.delta),
+                    "loop_closures": len(self.loop_closures),
+                    "descriptors": len(self.loops._ids)}
 
     def optimize_full(self) -> MapUpdate:
         """Full alignment pass over every keyframe (the first one anchors the map frame)."""
@@ -301,6 +351,30 @@ class Mapper:
         log.debug("mapper: %s pass over %s keyframes: %s", "full" if keys is None else "local",
                   len(keys) if keys else len(self._order), res.timings_ms)
 
+    def _hops(self, a: str, b: str) -> int:
+        """Pair hops between two keyframes in the current keyframe graph (a large number
+        when they are not connected)."""
+        prob = self.problem
+        adj: dict[int, set[int]] = {}
+        for (i, j) in prob.pairs:
+            x, y = prob.index[i], prob.index[j]
+            adj.setdefault(x, set()).add(y)
+            adj.setdefault(y, set()).add(x)
+        src, dst = prob.index[a], prob.index[b]
+        seen, frontier, hops = {src}, [src], 0
+        while frontier:
+            if dst in seen:
+                return hops
+            hops += 1
+            nxt = []
+            for x in frontier:
+                for y in adj.get(x, ()):
+                    if y not in seen:
+                        seen.add(y)
+                        nxt.append(y)
+            frontier = nxt
+        return 1 << 30
+
     def _close_loops(self, kid: str, kf: KeyframeLike) -> tuple[list[LoopCandidate], list[LoopCandidate]]:
         desc = global_descriptor(self.engine, kf.view, self._descriptor_image(kf))
         cands = self.loops.candidates(desc)
@@ -313,6 +387,7 @@ class Mapper:
             cand = LoopCandidate(query_id=kid, match_id=mid, similarity=sim)
             cand, pred = self.loops.verify(cand, self._kfs[mid].view, kf.view, self.problem.K_net(v))
             if cand.accepted:
+                cand.cycle_hops = self._hops(kid, mid)
                 self.problem.add_pair(pred, mid, kid)
                 self._decode([(kid, mid)])
                 accepted.append(cand)

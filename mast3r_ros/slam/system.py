@@ -11,13 +11,32 @@ RELOCALIZED (pose from relocalization), then TRACKING against the keyframe it wa
 
 Trajectory: every frame with a pose is stored as (stamp, keyframe, ``T_kf_cam``) — small
 arrays — so ``trajectory()`` follows keyframe corrections (mapper, ``set_pose``).
+
+Mapping (``SlamConfig.mapping_mode``, a ``MappingMode``):
+
+- ``sync``: a new keyframe is handed to the mapper inside ``process`` and its corrections are
+  applied before ``process`` returns. Deterministic (same frames, same trajectory): offline
+  runs (``mast3r-ros slam``) and tests. Tracking waits for every local pass.
+- ``background``: a mapping thread owns the mapper. ``process`` only puts the new keyframe in
+  a bounded queue and returns; the thread takes *all* queued keyframes at once
+  (``Mapper.add_keyframes``: one local pass for the batch, so a mapper that falls behind
+  catches up instead of queueing work), and hands back the corrected poses, applied between
+  frames (at once when no frame is being processed, else at the start of the next
+  ``process``; ``FrameResult.map_updated`` tells). Keyframes the mapper has not seen yet
+  follow the correction of the keyframe they were tracked against. Only when
+  ``mapping_queue`` keyframes are already waiting does ``process`` wait for the thread to
+  take them (memory stays bounded; counted in ``counts["mapping_waits"]``). The order of
+  events depends on timing, so results vary slightly from run to run. ``slam_node`` uses
+  this mode by default (parameter ``mapping_mode``).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any, Mapping
 
 import numpy as np
@@ -30,18 +49,36 @@ from .types import FrameResult, Keyframe, TrackingState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SlamConfig", "SlamSystem"]
+__all__ = ["MappingMode", "SlamConfig", "SlamSystem"]
+
+
+class MappingMode(Enum):
+    """Where the mapper runs (see the module docstring)."""
+
+    SYNC = "sync"              # inside process(): deterministic, tracking waits for mapping
+    BACKGROUND = "background"  # a mapping thread: tracking never waits for an alignment pass
 
 
 @dataclass(frozen=True)
 class SlamConfig:
-    """Settings of ``SlamSystem``: ``tracker`` (``TrackerConfig`` or a dict) and ``reloc``
-    (the relocalization core's config as a dict, or None for its defaults)."""
+    """Settings of ``SlamSystem``: ``tracker`` (``TrackerConfig`` or a dict), ``reloc``
+    (the relocalization core's config as a dict, or None for its defaults) and where the
+    mapper runs."""
 
     tracker: TrackerConfig = field(default_factory=TrackerConfig)  # tracking settings
     reloc: Any = None  # relocalization settings (dict / RelocConfig), None = defaults
+    mapping_mode: MappingMode = MappingMode.SYNC  # sync | background (with a mapper only)
+    mapping_queue: int = 8  # background: keyframes waiting for the mapping thread at most
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mapping_mode, MappingMode):
+            try:
+                object.__setattr__(self, "mapping_mode", MappingMode(str(self.mapping_mode)))
+            except ValueError:
+                raise ValueError(f"mapping_mode must be one of "
+                                 f"{[m.value for m in MappingMode]}, got {self.mapping_mode!r}") from None
+        if isinstance(self.mapping_queue, bool) or int(self.mapping_queue) < 1:
+            raise ValueError(f"mapping_queue must be >= 1, got {self.mapping_queue!r}")
         if isinstance(self.tracker, Mapping):
             object.__setattr__(self, "tracker", TrackerConfig.from_dict(self.tracker))
         if not isinstance(self.tracker, TrackerConfig):
@@ -100,6 +137,19 @@ class SlamSystem:
         self.relocalizer = self._make_relocalizer()
         self._lock = threading.RLock()
         self._init_pose = np.eye(4)
+        self._background = mapper is not None and config.mapping_mode is MappingMode.BACKGROUND
+        # background mapping: queue of (mapper keyframe, reference id, T_map_ref then),
+        # the latest finished update, and the thread (started with the first keyframe)
+        self._map_cv = threading.Condition()
+        self._map_queue: deque = deque()
+        self._map_pending = None
+        self._map_busy = False
+        self._map_stop = False
+        self._map_generation = 0
+        self._map_thread: threading.Thread | None = None
+        self._map_error: str = ""
+        self._map_updated = False
+        self._kf_ref: dict[str, str] = {}   # keyframe id -> keyframe it was tracked against
         self._clear()
 
     # ------------------------------------------------------------------ setup
@@ -127,7 +177,10 @@ class SlamSystem:
         self._traj_kf: list[Keyframe] = []
         self._traj_T: list[np.ndarray] = []
         self._reloc_cursor = 0
-        self.counts = {"frames": 0, "lost": 0, "relocalized": 0, "keyframes": 0}
+        self._kf_ref = {}
+        self._map_updated = False
+        self.counts = {"frames": 0, "lost": 0, "relocalized": 0, "keyframes": 0,
+                       "map_updates": 0, "mapping_waits": 0, "mapped_batches": 0}
 
     # ------------------------------------------------------------------ API
 
@@ -154,6 +207,8 @@ class SlamSystem:
         with self._lock:
             t0 = time.perf_counter()
             timings: dict[str, float] = {}
+            if self._background:
+                self._apply_pending_update()
             t = time.perf_counter()
             view = self.engine.encode(image, frame_id=frame_id)
             timings["encode"] = (time.perf_counter() - t) * 1e3
@@ -168,6 +223,7 @@ class SlamSystem:
             res.timings_ms = {**timings, **res.timings_ms,
                               "total": (time.perf_counter() - t0) * 1e3}
             self.state = res.state
+            res.map_updated, self._map_updated = self._map_updated, False
             if res.state is TrackingState.LOST:
                 self.counts["lost"] += 1
             elif res.state is TrackingState.RELOCALIZED:
@@ -177,11 +233,17 @@ class SlamSystem:
     def reset(self) -> None:
         """Forget keyframes, trajectory, estimated intrinsics, references and the mapper's map."""
         with self._lock:
+            if self._background:  # forget queued keyframes and the update being computed
+                with self._map_cv:
+                    self._map_generation += 1
+                    self._map_queue.clear()
+                    self._map_pending = None
+                    self._map_cv.notify_all()
             self.tracker.reset()
             if self.relocalizer is not None:
                 self.relocalizer.reset()
             if self.mapper is not None and hasattr(self.mapper, "reset"):
-                self.mapper.reset()
+                self.mapper.reset()   # (background: after the running pass, under its lock)
             self._clear()
 
     def set_pose(self, T_map_cam: np.ndarray) -> None:
@@ -280,7 +342,7 @@ class SlamSystem:
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
                 if self.mapper is None:  # with a mapper, alignment owns the map's scale
                     self._rescale_map(self.tracker.scale_correction())
-                self._on_new_keyframe(new_kf)
+                self._on_new_keyframe(new_kf, ref=kf)
                 T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
             self._current = self._nearest_keyframe(T_map_cam) or kf
@@ -389,16 +451,146 @@ class SlamSystem:
         T_kf_cam = np.linalg.inv(T_ref) @ res.T_map_cam
         return kf, T_kf_cam, int(res.num_matches), int(res.num_inliers)
 
-    def _on_new_keyframe(self, kf: Keyframe) -> None:
+    def _on_new_keyframe(self, kf: Keyframe, ref: Keyframe | None = None) -> None:
         self.counts["keyframes"] = len(self.tracker.keyframes)
         if self.relocalizer is not None:
             self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
                                            frame_id=kf.frame_id, view=kf.view,
                                            stamp_ns=kf.stamp_ns)
-        if self.mapper is not None:
+        if ref is not None:
+            self._kf_ref[kf.id] = ref.id
+        if self.mapper is None:
+            return
+        if not self._background:
             from .map_link import add_to_mapper
 
             self._apply_map_update(add_to_mapper(self.mapper, kf))
+            return
+        self._enqueue_keyframe(kf, ref)
+
+    # ------------------------------------------------------------------ background mapping
+
+    def _enqueue_keyframe(self, kf: Keyframe, ref: Keyframe | None) -> None:
+        """Hand a keyframe to the mapping thread (caller holds ``_lock``)."""
+        from .map_link import to_mapper_keyframe
+
+        item = (to_mapper_keyframe(kf), None if ref is None else ref.id,
+                None if ref is None else np.array(ref.T_map_cam, dtype=np.float64))
+        with self._map_cv:
+            if self._map_thread is None or not self._map_thread.is_alive():
+                self._map_stop = False
+                self._map_thread = threading.Thread(target=self._mapping_loop,
+                                                     name="slam_mapping", daemon=True)
+                self._map_thread.start()
+            if len(self._map_queue) >= self.config.mapping_queue:
+                # the mapper is more than a queue behind: wait until it takes the queue
+                self.counts["mapping_waits"] += 1
+                log.warning("mapping queue full (%d keyframes): tracking waits for the mapper",
+                            len(self._map_queue))
+                self._map_cv.wait_for(lambda: len(self._map_queue) < self.config.mapping_queue
+                                      or self._map_stop)
+            self._map_queue.append(item)
+            self._map_cv.notify_all()
+
+    def _mapping_loop(self) -> None:
+        """The mapping thread: take every queued keyframe, one ``add_keyframes``, publish."""
+        while True:
+            with self._map_cv:
+                self._map_cv.wait_for(lambda: self._map_queue or self._map_stop)
+                if self._map_stop:
+                    return
+                batch = list(self._map_queue)
+                self._map_queue.clear()
+                gen = self._map_generation
+                self._map_busy = True
+                self._map_cv.notify_all()
+            try:
+                update = self._map_batch(batch, gen)
+            except Exception as exc:  # never fatal: the keyframes keep their tracked poses
+                log.error("mapping failed for keyframes %s: %s: %s",
+                          [b[0].id for b in batch], type(exc).__name__, exc)
+                self._map_error = f"{type(exc).__name__}: {exc}"
+                update = None
+            with self._map_cv:
+                self._map_busy = False
+                if update is not None and gen == self._map_generation:
+                    self._map_pending = update
+                self._map_cv.notify_all()
+            # apply now when no frame is being processed; else process() does it first
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._apply_pending_update()
+                finally:
+                    self._lock.release()
+
+    def _map_batch(self, batch: list, gen: int):
+        """Initial poses relative to the keyframe each was tracked against (as the mapper
+        has it now: corrections made since carry over), then one ``add_keyframes``. None
+        when a ``reset`` came in between (checked under the mapper's lock)."""
+        from contextlib import nullcontext
+
+        from .map_link import add_to_mapper
+
+        with getattr(self.mapper, "_lock", None) or nullcontext():
+            if gen != self._map_generation:
+                return None
+            known = self.mapper.poses() if hasattr(self.mapper, "poses") else {}
+            init: dict[str, np.ndarray] = {}
+            mkfs = []
+            for mkf, ref_id, T_ref_then in batch:
+                T_ref_now = init.get(ref_id, known.get(ref_id)) if ref_id is not None else None
+                if T_ref_now is not None:
+                    mkf.T_map_cam = T_ref_now @ np.linalg.inv(T_ref_then) @ mkf.T_map_cam
+                init[mkf.id] = mkf.T_map_cam
+                mkfs.append(mkf)
+            if hasattr(self.mapper, "add_keyframes"):
+                update = self.mapper.add_keyframes(mkfs, pose_is_corrected=True)
+            else:  # a duck-typed mapper: one keyframe at a time
+                for mkf in mkfs:
+                    update = add_to_mapper(self.mapper, mkf)
+        self.counts["mapped_batches"] += 1
+        return update
+
+    def _apply_pending_update(self) -> None:
+        """Apply the mapping thread's latest update (caller holds ``_lock``)."""
+        with self._map_cv:
+            update, self._map_pending = self._map_pending, None
+        if update is None:
+            return
+        self._apply_map_update(update)
+        self._map_updated = True
+        self.counts["map_updates"] += 1
+        if self._traj_kf:
+            self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
+
+    def wait_for_mapping(self, timeout: float | None = None) -> bool:
+        """Background mode: wait until the mapping thread has mapped every queued keyframe,
+        and apply its last update. Returns False on timeout (True at once in sync mode)."""
+        if not self._background:
+            return True
+        with self._map_cv:
+            done = self._map_cv.wait_for(lambda: not self._map_queue and not self._map_busy,
+                                         timeout)
+        with self._lock:
+            self._apply_pending_update()
+        return bool(done)
+
+    def mapping_status(self) -> dict[str, Any]:
+        """Background mapping state: queued keyframes, whether a pass runs, last error."""
+        with self._map_cv:
+            return {"mode": self.config.mapping_mode.value if self.mapper is not None else "off",
+                    "queued": len(self._map_queue), "busy": self._map_busy,
+                    "error": self._map_error}
+
+    def close(self) -> None:
+        """Stop the mapping thread (after its running pass). The system stays usable in the
+        sense that a later keyframe starts a new thread."""
+        with self._map_cv:
+            self._map_stop = True
+            self._map_cv.notify_all()
+            thread = self._map_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
         """A loaded keyframe: register it for relocalization (no mapping)."""
@@ -415,11 +607,20 @@ class SlamSystem:
         if not poses:
             return
         changed = []
+        moved: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # id -> (old, new) pose
         for kf in self.tracker.keyframes:
             T = poses.get(kf.id)
+            old = kf.T_map_cam
             if T is not None:
                 kf.T_map_cam = _rigid(T)
-                changed.append(kf)
+            elif self._kf_ref.get(kf.id) in moved:
+                # not mapped yet (background): follow the keyframe it was tracked against
+                a, b = moved[self._kf_ref[kf.id]]
+                kf.T_map_cam = _rigid(b @ np.linalg.inv(a) @ old)
+            else:
+                continue
+            moved[kf.id] = (old, kf.T_map_cam)
+            changed.append(kf)
         self._sync_references(changed)
 
     def _sync_references(self, kfs: list[Keyframe]) -> None:

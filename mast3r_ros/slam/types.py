@@ -118,6 +118,8 @@ class FrameResult:
         intrinsics_estimated: True when ``K`` came from the pointmaps.
         timings_ms: encode, decode, match, pose, fuse, reloc, total (milliseconds).
         matcher: "local", "frm" or "" (which matcher produced the matches).
+        map_updated: the mapper corrected keyframe poses since the previous frame (past
+            frames' poses, ``SlamSystem.trajectory()``, moved with them).
     """
 
     stamp_ns: int
@@ -133,6 +135,7 @@ class FrameResult:
     intrinsics_estimated: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     matcher: str = ""
+    map_updated: bool = False
 
     @property
     def state_name(self) -> str:
