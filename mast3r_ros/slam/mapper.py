@@ -320,3 +320,78 @@ class Mapper:
                 rejected.append(cand)
         self.loop_closures.extend(accepted)
         return accepted, rejected
+
+    # ------------------------------------------------------------------ state (saved maps)
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The mapper's state as (JSON-able meta, arrays): see ``slam.mapper_state``."""
+        from .mapper_state import export_state
+
+        with self._lock:
+            return export_state(self)
+
+    def load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                   keyframes) -> None:
+        """Replace the state by one from ``state_dict`` (a saved map). ``keyframes``: the
+        map's keyframes (``KeyframeLike``, encoded by this mapper's engine). Nothing is
+        decoded or optimised: mapping resumes where it stopped.
+
+        Raises:
+            ValueError: naming what is wrong; the mapper is unchanged then.
+        """
+        from .mapper_state import import_state
+
+        kfs = list(keyframes)
+        for kf in kfs:
+            self._check_keyframe(kf)
+        with self._lock:
+            import_state(self, meta, arrays, kfs)
+
+    def _install(self, problem: AlignmentProblem, keyframes: list, T_track: dict,
+                 loop_closures: list[LoopCandidate]) -> None:
+        """Swap in a complete state (``mapper_state.import_state``; lock held)."""
+        loops = LoopDetector(self.engine, self.config.loop)
+        colors = {}
+        for kf in keyframes:
+            loops.add(str(kf.id), global_descriptor(self.engine, kf.view, self._descriptor_image(kf)))
+            colors[str(kf.id)] = self._network_colors(kf)
+        self.problem = problem
+        self.loops = loops
+        self._kfs = {str(kf.id): kf for kf in keyframes}
+        self._T_track = {k: np.asarray(T, dtype=np.float64).copy() for k, T in T_track.items()}
+        self._colors = colors
+        self._order = [str(kf.id) for kf in keyframes]
+        self.loop_closures = list(loop_closures)
+
+    def transform_map(self, C: np.ndarray) -> None:
+        """Move the whole map rigidly: every pose ``T`` becomes ``C @ T`` (``set_pose``)."""
+        C = np.asarray(C, dtype=np.float64)
+        if C.shape != (4, 4) or not np.all(np.isfinite(C)):
+            raise ValueError(f"C must be a finite (4, 4) rigid transform, got shape {C.shape}")
+        with self._lock:
+            for v in range(len(self.problem.T)):
+                self.problem.T[v] = C @ self.problem.T[v]
+            for k in self._T_track:
+                self._T_track[k] = C @ self._T_track[k]
+
+    def keyframe_points(self, kf_id: str, min_conf: float | None = None) -> np.ndarray:
+        """(h, w, 3) float32: the keyframe's optimised depth as 3D points in its own camera
+        frame (map units, network resolution); zeros where the fused confidence is below
+        ``min_conf`` (default: the alignment's ``min_conf``) or no pair gave a depth.
+
+        Raises:
+            KeyError: unknown keyframe id.
+        """
+        with self._lock:
+            prob = self.problem
+            if kf_id not in prob.index:
+                raise KeyError(f"keyframe {kf_id!r} is not in the map")
+            v = prob.index[kf_id]
+            view = prob.views[v]
+            if min_conf is None:
+                min_conf = prob.config.min_conf
+            idx = torch.arange(view.h * view.w, device=prob.device)
+            z = prob.depth_map(v)
+            ok = (view.depth > 0) & (view.conf >= min_conf)
+            X = prob._backproject(v, idx, depth=z) * ok[:, None]
+            return X.reshape(view.h, view.w, 3).float().cpu().numpy()
