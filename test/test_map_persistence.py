@@ -38,9 +38,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, NET = 256, 192, 128
-N_MAP, N_QUERY = 36, 24
-FAST_LOCAL = AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4)
-FAST_FULL = AlignmentConfig(stage1_iters=100, stage2_iters=60, match_subsample=4)
+N_MAP, N_QUERY = 28, 20
+FAST_LOCAL = AlignmentConfig(stage1_iters=40, stage2_iters=30)   # fewer iterations: CPU budget
+FAST_FULL = AlignmentConfig(stage1_iters=60, stage2_iters=40)
 MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
                 outlier_fraction=0.02)
 PROFILE = "realistic"
@@ -59,7 +59,7 @@ def make_system(seq, profile: str = PROFILE, *, mapper: bool = True, localizatio
     eng = NetworkOutputSimulator(seq, sim_config(profile))
     m = Mapper(eng, MapperConfig(alignment=FAST_LOCAL, full_alignment=FAST_FULL, neighbors=2)) \
         if mapper else None
-    cfg = SlamConfig(reloc={"top_k": 3, "subsample": 4, **(reloc or {})})
+    cfg = SlamConfig(reloc={"top_k": 3, **(reloc or {})})
     return SlamSystem(eng, cfg, mapper=m, localization_only=localization_only)
 
 
@@ -82,6 +82,7 @@ def built(world, tmp_path_factory):
     """The map of the mapping walk at ``PROFILE``, saved; its keyframe poses and mapper state."""
     seq, n_map = world
     slam = make_system(seq)
+    slam.set_pose(seq.frames[0].T_world_cam)  # the map frame = the world (up to drift and scale)
     for f in seq.frames[:n_map]:
         slam.process(f.rgb, f.stamp_ns, f.K, frame_id=f.frame_id)
     path = tmp_path_factory.mktemp("maps") / "walk_map"
@@ -160,15 +161,18 @@ def test_relocalize_another_trajectory_in_the_loaded_map(world, built):
     t, r, raw, fails = _relocalize_queries(seq, n_map, loc, sim)
     ok = (t <= TOL_M) & (r <= TOL_DEG)
     print(f"\n[{PROFILE}] map points: {ok.mean():.0%} of {len(ok)} within {TOL_M} m / {TOL_DEG} deg; "
-          f"median {np.median(t):.3f} m / {np.median(r):.2f} deg (in the map: Sim(3) of the "
-          f"keyframes, scale {sim.scale:.3f}, keyframe rmse {sim.rmse:.3f} m); raw map frame "
-          f"median {np.median(raw):.3f} m; failures {fails}")
+          f"median {np.median(t):.3f} m / {np.median(r):.2f} deg, 90th percentile "
+          f"{np.percentile(t, 90):.3f} m (in the map: similarity of the keyframes, scale "
+          f"{sim.scale:.3f}, keyframes {sim.kf_rmse_m:.3f} m rmse / {sim.kf_rot_deg:.2f} deg "
+          f"median); world frame (first pose given) median {np.median(raw):.3f} m; "
+          f"failures {fails}")
     base = make_system(seq, localization_only=True, reloc={"use_map_points": False})
     base.load_map(path)
     tb, rb, _, _ = _relocalize_queries(seq, n_map, base, sim)
     okb = (tb <= TOL_M) & (rb <= TOL_DEG)
     print(f"[{PROFILE}] pair pointmaps (use_map_points=False): {okb.mean():.0%} within bounds; "
-          f"median {np.median(tb):.3f} m / {np.median(rb):.2f} deg")
+          f"median {np.median(tb):.3f} m / {np.median(rb):.2f} deg, 90th percentile "
+          f"{np.percentile(tb, 90):.3f} m")
     assert ok.mean() >= MIN_OK, (np.round(t, 3), np.round(r, 2), fails)
 
 
@@ -216,15 +220,19 @@ def test_localization_mode_tracks_the_other_trajectory_and_never_changes_the_map
 
 @pytest.mark.slow
 def test_mapping_resumes_on_the_loaded_map(world, built):
-    """Mapping mode on the loaded map: the query walk relocalizes, its new keyframes join the
-    mapper after the old ones and are paired with old keyframes, loops against old
-    keyframes are closed, and the old keyframes stay where they were (within 5 cm)."""
+    """Mapping mode on the loaded map, 10 frames of the query walk: they relocalize, their new
+    keyframes join the mapper after the old ones, paired with old keyframes, loops against
+    old keyframes close, the new keyframes sit in the old map's frame (within 0.25 m / 2 deg
+    of the truth through the map's similarity) and the old ones stay within 10 cm."""
     seq, n_map = world
-    path, slam, _ = built
+    path, slam, kf_poses = built
+    sim = map_alignment(kf_poses, seq)
+    gt = {f.stamp_ns: f.T_world_cam for f in seq.frames}
     old = {k.id: k.T_map_cam.copy() for k in slam.keyframes()}
     sys2 = make_system(seq)
     sys2.load_map(path)
-    res = [sys2.process(f.rgb, f.stamp_ns, f.K, frame_id=f.frame_id) for f in seq.frames[n_map:]]
+    res = [sys2.process(f.rgb, f.stamp_ns, f.K, frame_id=f.frame_id)
+           for f in seq.frames[n_map:n_map + 10]]
     new = [r.new_keyframe.id for r in res if r.new_keyframe is not None]
     ids = sys2.mapper.keyframe_ids()
     assert new and ids[:len(old)] == list(old) and ids[len(old):] == new
@@ -233,13 +241,17 @@ def test_mapping_resumes_on_the_loaded_map(world, built):
              if c.query_id in new and c.match_id in old]
     moved = [np.linalg.norm(k.T_map_cam[:3, 3] - old[k.id][:3, 3]) for k in sys2.keyframes()
              if k.id in old]
-    print(f"\nresumed: {len(new)} new keyframes, {len(cross)} pairs new<->old, loops new->old "
-          f"{loops}, old keyframes moved max {1e3 * max(moved):.1f} mm; states "
-          f"{[r.state.name[0] for r in res]}")
-    assert all(r.T_map_cam is not None for r in res[1:])
+    err = np.array([pose_errors(k.T_map_cam, gt[k.stamp_ns], sim) for k in sys2.keyframes()
+                    if k.id in new])
+    print(f"\nresumed: {len(new)} new keyframes, errors in the old map's frame max "
+          f"{err[:, 0].max():.3f} m / {err[:, 1].max():.2f} deg; {len(cross)} pairs new<->old, "
+          f"{len(loops)} loops new->old; old keyframes moved max {1e3 * max(moved):.1f} mm; "
+          f"states {''.join(r.state.name[0] for r in res)}")
+    assert all(r.T_map_cam is not None for r in res)
     assert cross, "no new keyframe was paired with an old one"
     assert loops, "no loop closed against the loaded keyframes"
-    assert max(moved) < 0.05
+    assert err[:, 0].max() <= TOL_M and err[:, 1].max() <= TOL_DEG
+    assert max(moved) < 0.10
 
 
 # ----------------------------------------------------------------------------- set_pose / reset
@@ -262,10 +274,10 @@ def test_set_pose_moves_the_mapper_and_reset_clears_it(world, built):
     after = s.mapper.poses()
     for k in before:
         np.testing.assert_allclose(after[k], C @ before[k], atol=1e-9)
-    for kf in s.keyframes():
-        np.testing.assert_allclose(kf.T_map_cam, after[kf.id], atol=1e-9)
+    for kf in s.keyframes():  # (keyframes: the mapper's float32 rotations re-orthonormalised)
+        np.testing.assert_allclose(kf.T_map_cam, after[kf.id], atol=1e-5)
         np.testing.assert_allclose(s.relocalizer.get_reference(kf.id).T_map_cam, after[kf.id],
-                                   atol=1e-9)
+                                   atol=1e-5)
     np.testing.assert_allclose(s.trajectory()[-1][1], C @ T_last, atol=1e-9)
     s.reset()
     assert len(s.mapper) == 0 and not s.keyframes() and not s.relocalizer.reference_ids()

@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from mast3r_ros.geometry import rotation_angle_deg
-from mast3r_ros.geometry.align import umeyama
 from mast3r_ros.synth.render import pinhole_K
 from mast3r_ros.synth.scene import make_scene
 from mast3r_ros.synth.sequence import SyntheticSequence, render_sequence
@@ -45,20 +44,40 @@ def two_walks(n_map: int, n_query: int, *, width: int, height: int, scene: str =
     return seq, n_map
 
 
-def map_alignment(est_kf: dict, seq: SyntheticSequence):
-    """Sim(3) taking the map frame to the world, fitted on the keyframe centres only
-    (``est_kf``: {stamp_ns: (4, 4) T_map_cam}); evaluating query poses through it measures
-    relocalization *in the map* (its scale and frame are the map's, not the queries')."""
-    gt = {f.stamp_ns: f.T_world_cam for f in seq.frames}
-    stamps = sorted(est_kf)
-    src = np.stack([est_kf[s][:3, 3] for s in stamps])
-    dst = np.stack([gt[s][:3, 3] for s in stamps])
-    return umeyama(src, dst, with_scale=True)
+class MapFrame:
+    """A similarity taking map coordinates to the world, fitted on the map's keyframes only:
+    rotation = chordal mean of the keyframes' ``R_world @ R_map^T`` (their orientations),
+    then scale and translation by least squares on their centres with that rotation."""
+
+    def __init__(self, est_kf: dict, seq: SyntheticSequence) -> None:
+        gt = {f.stamp_ns: f.T_world_cam for f in seq.frames}
+        stamps = sorted(est_kf)
+        M = sum(gt[s][:3, :3] @ est_kf[s][:3, :3].T for s in stamps)
+        U, _, Vt = np.linalg.svd(M)
+        self.R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+        pe = np.stack([est_kf[s][:3, 3] for s in stamps]) @ self.R.T
+        pg = np.stack([gt[s][:3, 3] for s in stamps])
+        ce, cg = pe.mean(0), pg.mean(0)
+        self.scale = float(((pe - ce) * (pg - cg)).sum() / ((pe - ce) ** 2).sum())
+        self.t = cg - self.scale * ce
+        res = [pose_errors(est_kf[s], gt[s], self) for s in stamps]
+        self.kf_rmse_m = float(np.sqrt(np.mean([r[0] ** 2 for r in res])))
+        self.kf_rot_deg = float(np.median([r[1] for r in res]))
+
+    def apply(self, pts: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(pts, dtype=np.float64) @ self.R.T + self.t
+
+
+def map_alignment(est_kf: dict, seq: SyntheticSequence) -> MapFrame:
+    """The map -> world similarity of the keyframes ``est_kf`` ({stamp_ns: (4, 4) T_map_cam});
+    evaluating query poses through it measures relocalization *in the map* (its scale and
+    frame are the map's, fitted without the queries)."""
+    return MapFrame(est_kf, seq)
 
 
 def pose_errors(T_est: np.ndarray, T_gt: np.ndarray, sim=None) -> tuple[float, float]:
     """(position error m, rotation error deg) of a map pose against the truth, after the
-    map's Sim(3) ``sim`` (None: compared as is)."""
+    map's similarity ``sim`` (None: compared as is)."""
     if sim is not None:
         p = sim.apply(T_est[:3, 3][None])[0]
         R = sim.R @ T_est[:3, :3]

@@ -171,12 +171,15 @@ class Mapper:
 
     # ------------------------------------------------------------------ updates
 
-    def add_keyframe(self, kf: KeyframeLike, *, pose_is_corrected: bool = False) -> MapUpdate:
+    def add_keyframe(self, kf: KeyframeLike, *, pose_is_corrected: bool = False,
+                     connect_to: tuple[str, ...] | list[str] = ()) -> MapUpdate:
         """Add a keyframe, optimise its local window, look for (and close) loops.
 
         ``pose_is_corrected``: the keyframe's ``T_map_cam`` already includes the corrections
         made so far (a tracker that follows the mapper, as in ``SlamSystem``); by default it is
         taken as tracking's uncorrected pose and moved by the latest keyframe's correction.
+        ``connect_to``: ids of existing keyframes to pair it with besides the ``neighbors``
+        most recent ones (the keyframe it was tracked against).
 
         Raises:
             ValueError: a keyframe with this id exists, a field is missing or malformed,
@@ -198,6 +201,9 @@ class Mapper:
                 T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
             prob.add_view(kid, kf.view.transform, K_net, T_init)
             recent = self._order[-self.config.neighbors:]
+            # also paired with the keyframes tracking says it sees (e.g. after relocalization
+            # in a loaded map, where the most recent keyframes may be elsewhere)
+            recent = list(dict.fromkeys(recent + [c for c in connect_to if c in self._kfs]))
             self._kfs[kid] = kf
             self._T_track[kid] = T_trk
             self._colors[kid] = self._network_colors(kf)

@@ -64,7 +64,9 @@ def _plain(x: Any) -> Any:
 
 
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(dtype, copy=False)
+    """Host copy as ``dtype`` (converted on the device first: bf16/fp16 have no numpy type)."""
+    tt = {np.float64: torch.float64, np.float32: torch.float32, np.int32: torch.int32}[dtype]
+    return t.detach().to(tt).cpu().numpy()
 
 
 def export_state(mapper) -> tuple[dict, dict[str, np.ndarray]]:
@@ -274,9 +276,9 @@ def import_state(mapper, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarra
         K_net = K_known[n] if K_mask[n] else None
         prob.add_view(k, kf.view.transform, K_net, T[n])
         v = prob.index[k]
-        z_t = torch.as_tensor(np.asarray(z), dtype=dt, device=dev).clone()
-        w_t = torch.as_tensor(np.asarray(ws), dtype=dt, device=dev).clone()
-        d_t = torch.as_tensor(np.asarray(d), dtype=dt, device=dev).clone()
+        z_t = torch.tensor(np.asarray(z), dtype=dt, device=dev)
+        w_t = torch.tensor(np.asarray(ws), dtype=dt, device=dev)
+        d_t = torch.tensor(np.asarray(d), dtype=dt, device=dev)
         if step != prob.config.anchor_step:
             # another anchor grid: bake the stored corrections into the canonical depth
             idx = torch.arange(h * w, device=dev)
@@ -293,16 +295,16 @@ def import_state(mapper, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarra
             prob.optimized.add(v)
     for p in range(P):
         a, b = (int(x) for x in pv[p])
-        mi = torch.as_tensor(midx[m_off[p]:m_off[p + 1]], dtype=torch.long, device=dev)
+        mi = torch.tensor(midx[m_off[p]:m_off[p + 1]], dtype=torch.long, device=dev)
         ri = slice(r_off[p], r_off[p + 1])
         obs = PairObservation(
             i=order[a], j=order[b], idx_i=mi[:, 0].contiguous(), idx_j=mi[:, 1].contiguous(),
-            weight=torch.as_tensor(np.asarray(mw[m_off[p]:m_off[p + 1]]), dtype=torch.float32,
+            weight=torch.tensor(np.asarray(mw[m_off[p]:m_off[p + 1]]), dtype=torch.float32,
                                    device=dev),
             n_matches=int(counts[p, 0]), n_consistent=int(counts[p, 1]), fallback=bool(counts[p, 2]),
-            reg_idx_j=torch.as_tensor(ridx[ri], dtype=torch.long, device=dev),
-            reg_pts_i=torch.as_tensor(np.asarray(rpts[ri]), dtype=torch.float32, device=dev),
-            reg_weight=torch.as_tensor(np.asarray(rw[ri]), dtype=torch.float32, device=dev),
+            reg_idx_j=torch.tensor(ridx[ri], dtype=torch.long, device=dev),
+            reg_pts_i=torch.tensor(np.asarray(rpts[ri]), dtype=torch.float32, device=dev),
+            reg_weight=torch.tensor(np.asarray(rw[ri]), dtype=torch.float32, device=dev),
             focal_i=float(pfocal[p]))
         prob.pairs[(order[a], order[b])] = obs
     mapper._install(prob, [by_id[k] for k in order], {k: T_track[n] for n, k in enumerate(order)},

@@ -314,7 +314,7 @@ class SlamSystem:
                 self._traj_kf[-1], self._traj_T[-1] = new_kf, np.eye(4)
                 if self.mapper is None:  # with a mapper, alignment owns the map's scale
                     self._rescale_map(self.tracker.scale_correction())
-                self._on_new_keyframe(new_kf)
+                self._on_new_keyframe(new_kf, tracked_against=kf)
                 T_map_cam = new_kf.T_map_cam
         elif self.tracker.keyframe_due(out):
             self._current = self._nearest_keyframe(T_map_cam) or kf
@@ -354,13 +354,21 @@ class SlamSystem:
     def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
         """While lost: first the last keyframe (FRM + pose, one decode); if the frame is
         blank relative to it (``reloc_min_texture``) stop there; else the relocalization
-        core (retrieval + verification) or, without it, a few keyframes in turn."""
+        core (retrieval + verification) or, without it, a few keyframes in turn. Right after
+        ``load_map`` (no current keyframe) the relocalization core goes first."""
         cfg = self.config.tracker
         t = time.perf_counter()
         if K is None:  # loaded map without camera info: take the keyframes' intrinsics
             K = self.tracker.keyframes[0].K
             estimated = True
         found = None
+        tried_core = self._current is None and self.relocalizer is not None
+        if tried_core:
+            # a loaded map (no keyframe tracked yet): retrieval over the whole map first, not
+            # the last keyframe saved, which may be anywhere
+            found = self._relocalize_core(view, image, K)
+            if found is not None:
+                return self._relocalized(found, stamp_ns, K, estimated, timings, t)
         last = self._current or self.tracker.keyframes[-1]
         out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers,
                                  min_texture=cfg.reloc_min_texture)
@@ -370,13 +378,18 @@ class SlamSystem:
             log.debug("lost frame %d looks blank (textured fraction %.2f): not relocalizing",
                       stamp_ns, out.texture)
         elif self.relocalizer is not None:
-            found = self._relocalize_core(view, image, K)
+            if not tried_core:
+                found = self._relocalize_core(view, image, K)
         else:
             found = self._relocalize_builtin(view, K, exclude=last)
-        timings["reloc"] = (time.perf_counter() - t) * 1e3
         if found is None:
+            timings["reloc"] = (time.perf_counter() - t) * 1e3
             return FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K,
                                intrinsics_estimated=estimated)
+        return self._relocalized(found, stamp_ns, K, estimated, timings, t)
+
+    def _relocalized(self, found, stamp_ns, K, estimated, timings, t0) -> FrameResult:
+        timings["reloc"] = (time.perf_counter() - t0) * 1e3
         kf, T_kf_cam, n, ni = found
         self._current = kf
         self._use_frm_next = True
@@ -447,14 +460,15 @@ class SlamSystem:
 
         return points
 
-    def _on_new_keyframe(self, kf: Keyframe) -> None:
+    def _on_new_keyframe(self, kf: Keyframe, tracked_against: Keyframe | None = None) -> None:
         self.counts["keyframes"] = len(self.tracker.keyframes)
         if self.relocalizer is not None:
             self._add_reference(kf)
         if self.mapper is not None:
             from .map_link import add_to_mapper
 
-            self._apply_map_update(add_to_mapper(self.mapper, kf))
+            self._apply_map_update(add_to_mapper(
+                self.mapper, kf, connect_to=() if tracked_against is None else (tracked_against.id,)))
 
     def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
         """A loaded keyframe: register it for relocalization (no mapping)."""
