@@ -34,7 +34,8 @@ from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
 from two_walks import map_alignment, pose_errors, two_walks
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# every test shares the built map (~60 s on the loaded 2-core CPU): the module is slow
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, NET = 256, 192, 128

@@ -46,7 +46,7 @@ except ImportError as exc:
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.skipif(bool(_SKIP), reason=_SKIP)]
 
 W, H, NET = 256, 192, 128
-N_MAP, N_QUERY = 24, 12
+N_MAP, N_QUERY = 18, 12
 PROFILE = "realistic"
 TOL_M, TOL_DEG, MIN_OK = 0.25, 2.0, 0.9
 
