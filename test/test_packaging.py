@@ -60,6 +60,7 @@ IMPORT_TO_KEY: dict[str, str | None] = {
     "evo": PIP_ONLY,
     "conftest": None,
     "hostile": None,               # test/hostile.py, the RLIMIT_AS harness of the hardening tests
+    "two_walks": None,             # test/two_walks.py, two trajectories through one world (map tests)
     "bench_network_modes": None,   # benchmarks/bench_network_modes.py, imported by bench_heads.py
     "rcl_interfaces": "rcl_interfaces",
 }

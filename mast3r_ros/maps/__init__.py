@@ -5,9 +5,10 @@ kind, engine identity, keyframes, array table) and ``arrays.npz`` (no pickle). S
 ``mast3r_ros.maps.folder`` for the format and the atomic-save protocol.
 """
 from mast3r_ros.maps.folder import (
-    ARRAYS_FILE, FORMAT_VERSION, MANIFEST_FILE, MapFormatError, keyframe_entry, load_map_folder,
-    parse_keyframes, save_map_folder,
+    ARRAYS_FILE, FORMAT_VERSION, MANIFEST_FILE, READABLE_VERSIONS, MapFormatError, keyframe_entry,
+    load_map_folder, parse_keyframes, save_map_folder,
 )
 
-__all__ = ["ARRAYS_FILE", "FORMAT_VERSION", "MANIFEST_FILE", "MapFormatError", "keyframe_entry",
+__all__ = ["ARRAYS_FILE", "FORMAT_VERSION", "MANIFEST_FILE", "MapFormatError", "READABLE_VERSIONS",
+           "keyframe_entry",
            "load_map_folder", "parse_keyframes", "save_map_folder"]

@@ -1,8 +1,8 @@
-"""The map folder format (version 1) and its atomic save.
+"""The map folder format (version 2; version 1 is still read) and its atomic save.
 
 Layout of a map folder ``PATH/``::
 
-    manifest.json   {"format_version": 1, "kind": "...", "created_utc": "...",
+    manifest.json   {"format_version": 2, "kind": "...", "created_utc": "...",
                      "engine": {...},            # engine type, config, checkpoint identity
                      "keyframes": [{"id", "stamp_ns", "frame_id", "T_map_cam" (4x4 nested
                                     list, camera -> map), "K" (3x3 or null),
@@ -19,6 +19,15 @@ kind they expect, the checksum of ``arrays.npz``, every array's shape and dtype 
 table, and the keyframes (ids unique, finite rigid poses, valid K); anything wrong raises
 ``MapFormatError`` naming the file and the problem.
 
+Versions (``FORMAT_VERSION`` is written, ``READABLE_VERSIONS`` are read; a map of any other
+version, e.g. one written by a newer build, is refused with ``MapFormatError``):
+
+1. manifest + ``arrays.npz`` as above.
+2. the same container; a ``slam_keyframes`` map may carry the mapper's state: a manifest
+   section ``"mapper"`` (with its own ``state_version``) and arrays named ``mapper.*``
+   (``mast3r_ros.slam.map_io``, ``mast3r_ros.slam.mapper_state``). A version-1 build would
+   silently drop that state, hence the bump; version-1 maps load unchanged (no mapper state).
+
 Atomic save (a crash at any point leaves a loadable map at ``PATH``, old or new):
 
 1. write ``manifest.json`` and ``arrays.npz`` into ``.PATH.tmp-<random>`` beside ``PATH``,
@@ -30,7 +39,10 @@ Atomic save (a crash at any point leaves a loadable map at ``PATH``, old or new)
 Between 2 and 3 ``PATH`` does not exist but the complete old map sits aside:
 ``load_map_folder`` puts it back (and logs it) when ``PATH`` is missing and exactly one
 aside copy exists. The manifest is written last into the temporary folder, so a folder
-without a manifest is never a complete map.
+without a manifest is never a complete map. A save starts the same way (an interrupted
+save's old map is put back first) and removes what killed saves left beside a complete
+``PATH`` (aside copies; temporary folders older than an hour), so there is never more than
+one aside copy to choose from.
 """
 from __future__ import annotations
 
@@ -48,11 +60,12 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 ARRAYS_FILE = "arrays.npz"
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ARRAYS_FILE", "MapFormatError", "save_map_folder",
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "MANIFEST_FILE", "ARRAYS_FILE", "MapFormatError", "save_map_folder",
            "load_map_folder", "keyframe_entry", "parse_keyframes"]
 
 
@@ -92,6 +105,27 @@ def _sha256(path: Path) -> str:
 
 def _aside_copies(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.old-*"))
+
+
+def _remove_stale(path: Path, tmp_age_s: float = 3600.0) -> None:
+    """Leftovers of killed saves beside an existing ``PATH``: aside copies (older maps: a
+    complete ``PATH`` exists) and temporary folders older than ``tmp_age_s`` (a younger one
+    may be another process's save in progress)."""
+    if not path.is_dir():
+        return
+    import time
+
+    now = time.time()
+    stale = _aside_copies(path)
+    for p in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            if now - p.stat().st_mtime > tmp_age_s:
+                stale.append(p)
+        except OSError:
+            continue
+    for p in stale:
+        logger.info("removing %s (left by an interrupted save of %s)", p, path)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def keyframe_entry(kf_id: str, T_map_cam: np.ndarray, K: np.ndarray | None, *,
@@ -182,6 +216,7 @@ def save_map_folder(path: str | Path, manifest: Mapping[str, Any], arrays: Mappi
         OSError: the disk refused; the previous map (if any) stays loadable.
     """
     path = Path(path)
+    _recover(path)  # a save interrupted between its renames: its old map comes back first
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"map path {path} is a file; give a folder path")
     if path.exists() and not overwrite:
@@ -203,6 +238,7 @@ def save_map_folder(path: str | Path, manifest: Mapping[str, Any], arrays: Mappi
         table[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)   # leftovers of killed saves (so at most one aside copy ever exists)
     tmp = parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -291,9 +327,10 @@ def load_map_folder(path: str | Path, *, kind: str | None = None) -> tuple[dict,
     if not isinstance(manifest, dict):
         raise MapFormatError(f"{mpath}: the manifest must be a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise MapFormatError(f"{mpath}: unknown format_version {version!r}; this build reads "
-                             f"version {FORMAT_VERSION}")
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))} (a newer build "
+                             "wrote it?)")
     if kind is not None and manifest.get("kind") != kind:
         raise MapFormatError(f"{mpath}: map kind is {manifest.get('kind')!r}, expected {kind!r}")
     if not isinstance(manifest.get("engine"), dict):

@@ -38,6 +38,12 @@ class RelocConfig:
     max_fusion_scale_deviation: float = 0.5  # |fused - single| / single baseline above: no fusion
     scale_sigma: float = 0.10              # relative metric-scale uncertainty of the network,
                                            # added to the translation covariance along the baseline
+    use_map_points: bool = True            # a reference with its own map-scale 3D points (a
+                                           # SLAM map's keyframe) is solved against them, not
+                                           # against the pair's predicted pointmap (metric scale
+                                           # error of one pair out of the baseline)
+    map_scale_sigma: float = 0.03          # relative scale uncertainty of such map points (fusion
+                                           # weights and covariance, instead of scale_sigma)
     confidence_inliers: float = 50.0       # inlier count giving confidence 1 - 1/e (x ratio term)
     seed: int = 0                          # RANSAC seed (reproducible answers)
 
@@ -56,8 +62,9 @@ class RelocConfig:
                      "max_fusion_scale_deviation", "confidence_inliers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.scale_sigma < 0 or self.min_baseline_for_direction_m < 0:
-            raise ValueError("scale_sigma and min_baseline_for_direction_m must be >= 0")
+        if self.scale_sigma < 0 or self.min_baseline_for_direction_m < 0 or self.map_scale_sigma < 0:
+            raise ValueError("scale_sigma, map_scale_sigma and min_baseline_for_direction_m must "
+                             "be >= 0")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RelocConfig":

@@ -65,6 +65,18 @@ def check_pose(T: Any, name: str = "T_map_cam") -> np.ndarray:
     return T
 
 
+def check_points(points: Any, network_size, name: str = "points") -> np.ndarray:
+    """A reference's own 3D points: finite (h, w, 3) float32 matching ``network_size`` (h, w)."""
+    p = np.asarray(points, dtype=np.float32)
+    h, w = (int(x) for x in network_size)
+    if p.shape != (h, w, 3):
+        raise ValueError(f"{name} must be (h, w, 3) = ({h}, {w}, 3) at the view's network "
+                         f"resolution, got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} has NaN or inf entries (use zeros for unknown points)")
+    return p
+
+
 def engine_identity(engine: Any) -> dict:
     """JSON-able identity of an engine: type, config, checkpoint (name, size and sha256 of
     its first and last MiB: fast even for the 1.2 GB ViT-L file, and enough to tell
@@ -161,7 +173,8 @@ class Relocalizer:
                 raise KeyError(f"unknown reference id {ref_id!r}")
             self._store.remove(ref_id)
 
-    def _make_reference(self, image, T_map_cam, K, ref_id, frame_id, view, stamp_ns) -> Reference:
+    def _make_reference(self, image, T_map_cam, K, ref_id, frame_id, view, stamp_ns,
+                        points=None) -> Reference:
         image = check_image(image)
         T = check_pose(T_map_cam)
         K = None if K is None else check_K(K)
@@ -169,13 +182,16 @@ class Relocalizer:
             raise ValueError(f"ref_id must be a non-empty string or None, got {ref_id!r}")
         if view is None:
             view = self.engine.encode(image, frame_id=frame_id)
+        if points is not None and not callable(points):
+            points = check_points(points, view.transform.network_size)
         desc = np.asarray(self.engine.global_descriptor(view), dtype=np.float32).reshape(-1)
         return Reference(ref_id or "", np.ascontiguousarray(image), view, T, K, desc,
-                         None if stamp_ns is None else int(stamp_ns), frame_id)
+                         None if stamp_ns is None else int(stamp_ns), frame_id, points=points)
 
     def add_reference(self, image: np.ndarray, T_map_cam: np.ndarray, K: np.ndarray | None = None,
                       ref_id: str | None = None, *, frame_id: str | None = None,
-                      view: EncodedView | None = None, stamp_ns: int | None = None) -> str:
+                      view: EncodedView | None = None, stamp_ns: int | None = None,
+                      points=None) -> str:
         """Add a reference keyframe (encoded once, here, unless ``view`` is given).
 
         Args:
@@ -186,11 +202,16 @@ class Relocalizer:
             frame_id: passed to ``engine.encode`` (the simulator finds its frame by it).
             view: an existing encoding of ``image`` to reuse.
             stamp_ns: image stamp, stored with the map.
+            points: the reference's own map-scale 3D points (``Reference.points``: an
+                (h, w, 3) array at the network resolution of its view, camera frame, map
+                units, zeros where unknown; or a zero-argument callable returning one), or
+                None. With them (and ``use_map_points``) the query is solved against the
+                map's geometry instead of the pair's predicted pointmap.
 
         Returns:
             The id. Raises ValueError on bad input (message names it).
         """
-        ref = self._make_reference(image, T_map_cam, K, ref_id, frame_id, view, stamp_ns)
+        ref = self._make_reference(image, T_map_cam, K, ref_id, frame_id, view, stamp_ns, points)
         with self._lock:
             if not ref.id:
                 while f"kf{self._counter:06d}" in self._store:
@@ -283,9 +304,14 @@ class Relocalizer:
             t = time.perf_counter()
             try:
                 K_ref = self._reference_K(ref, pred)
-                pts = pred.view1.pts3d[m.xy1_net[:, 1], m.xy1_net[:, 0]].detach().cpu().numpy()
+                own = self._map_points(ref, pred)
+                src = own if own is not None else pred.view1.pts3d.detach().cpu().numpy()
+                pts = src[m.xy1_net[:, 1], m.xy1_net[:, 0]]
                 sol = solve_pair(ref.id, ref.T_map_cam, m.xy1, m.xy2, pts.astype(np.float64),
-                                 K_ref, K_q, K_given is not None, cfg)
+                                 K_ref, K_q, K_given is not None, cfg,
+                                 scale_sigma=cfg.map_scale_sigma if own is not None else None)
+                if own is not None:
+                    sol.method += " on map points"
                 sols.append(sol)
             except PoseFailure as exc:
                 reasons.append(str(exc))
@@ -313,6 +339,25 @@ class Relocalizer:
                            confidence(best.num_inliers, best.num_matches, cfg), K_q, est,
                            dict(tm), ids, (best.inlier_xy_ref, best.inlier_xy_cam))
 
+    def _map_points(self, ref: Reference, pred) -> np.ndarray | None:
+        """The reference's own map points when they are to be used (``use_map_points``) and
+        fit the pair's pointmap grid; else None (the pair's pointmap is used)."""
+        if not self.config.use_map_points or ref.points is None:
+            return None
+        try:
+            pts = ref.map_points()
+        except (KeyError, ValueError, RuntimeError) as exc:  # e.g. the keyframe left the map
+            logger.warning("reference %r: its map points are unavailable (%s); using the pair's "
+                           "pointmap", ref.id, exc)
+            return None
+        if pts is None:
+            return None
+        if pts.shape != tuple(pred.view1.pts3d.shape):
+            logger.warning("reference %r: map points %s do not match the pointmap grid %s; using "
+                           "the pair's pointmap", ref.id, pts.shape, tuple(pred.view1.pts3d.shape))
+            return None
+        return pts
+
     def _reference_K(self, ref: Reference, pred) -> np.ndarray:
         """Given K, or estimated once from the reference's own pointmap (view 1) and cached."""
         if ref.K is not None:
@@ -334,13 +379,19 @@ class Relocalizer:
         """
         with self._lock:
             refs = self._store.references()
-        manifest = {"kind": MAP_KIND, "engine": engine_identity(self.engine),
-                    "reloc_config": dataclasses.asdict(self.config),
-                    "keyframes": [keyframe_entry(r.id, r.T_map_cam, r.K, stamp_ns=r.stamp_ns,
-                                                 frame_id=r.frame_id, intrinsics_estimated=r.K is None,
-                                                 image=f"image_{k:06d}")
-                                  for k, r in enumerate(refs)]}
         arrays = {f"image_{k:06d}": r.image for k, r in enumerate(refs)}
+        entries = []
+        for k, r in enumerate(refs):
+            extra = {"image": f"image_{k:06d}"}
+            pts = r.map_points() if r.points is not None else None
+            if pts is not None:  # the reference's own map points (optional)
+                arrays[f"points_{k:06d}"] = pts
+                extra["points"] = f"points_{k:06d}"
+            entries.append(keyframe_entry(r.id, r.T_map_cam, r.K, stamp_ns=r.stamp_ns,
+                                          frame_id=r.frame_id, intrinsics_estimated=r.K is None,
+                                          **extra))
+        manifest = {"kind": MAP_KIND, "engine": engine_identity(self.engine),
+                    "reloc_config": dataclasses.asdict(self.config), "keyframes": entries}
         if refs:
             arrays["global_descriptors"] = np.stack([r.descriptor for r in refs]).astype(np.float32)
         save_map_folder(path, manifest, arrays, overwrite=overwrite)
@@ -366,9 +417,13 @@ class Relocalizer:
             name = kf.get("image")
             if name not in arrays:
                 raise MapFormatError(f"{path}: keyframe {kf['id']!r} has no image array {name!r}")
+            pname = kf.get("points")
+            if pname is not None and (not isinstance(pname, str) or pname not in arrays):
+                raise MapFormatError(f"{path}: keyframe {kf['id']!r} has no points array {pname!r}")
             try:
                 ref = self._make_reference(arrays[name], kf["T_map_cam"], kf["K"], kf["id"],
-                                           kf.get("frame_id"), None, kf.get("stamp_ns"))
+                                           kf.get("frame_id"), None, kf.get("stamp_ns"),
+                                           None if pname is None else arrays[pname])
             except (ValueError, KeyError) as exc:
                 raise MapFormatError(f"{path}: keyframe {kf['id']!r}: {exc}") from None
             store.add(ref)

@@ -64,6 +64,7 @@ class PairSolution:
     num_inliers: int
     inlier_xy_ref: np.ndarray | None = None  # (n, 2) inlier pixels in the reference
     inlier_xy_cam: np.ndarray | None = None  # (n, 2) their matches in the query
+    scale_sigma: float = 0.10  # relative scale uncertainty of the 3D points used (along the baseline)
 
     @property
     def inlier_ratio(self) -> float:
@@ -93,13 +94,15 @@ def _angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.ndarray,
                pts_ref: np.ndarray, K_ref: np.ndarray, K_q: np.ndarray, k_known: bool,
-               cfg: RelocConfig) -> PairSolution:
+               cfg: RelocConfig, scale_sigma: float | None = None) -> PairSolution:
     """Pose of the query from matches with one reference.
 
     Args:
         xy_ref, xy_q: (N, 2) matched pixels (original resolution) in reference and query.
         pts_ref: (N, 3) reference-camera 3D points of ``xy_ref`` (the reference's pointmap).
         K_ref, K_q: (3, 3) intrinsics (given or estimated). k_known: K_q was given.
+        scale_sigma: relative scale uncertainty of ``pts_ref`` (None: ``cfg.scale_sigma``, the
+            network's; a map's own points are steadier: ``cfg.map_scale_sigma``).
 
     Raises:
         PoseFailure: too few matches / inliers, or PnP and essential disagree.
@@ -153,10 +156,11 @@ def solve_pair(ref_id: str, T_map_ref: np.ndarray, xy_ref: np.ndarray, xy_q: np.
         raise PoseFailure(f"degenerate geometry with reference {ref_id!r}: no finite covariance")
     t_map = T_map_ref[:3, :3] @ T_ref_cam[:3, 3]  # baseline in the map frame
     cov_map = rotate_covariance(cov, T_map_ref[:3, :3])
-    cov_map[:3, :3] += cfg.scale_sigma ** 2 * np.outer(t_map, t_map)
+    sigma = cfg.scale_sigma if scale_sigma is None else float(scale_sigma)
+    cov_map[:3, :3] += sigma ** 2 * np.outer(t_map, t_map)
     cov_map += np.eye(6) * 1e-12  # keep SPD on exact (noise-free) data
     return PairSolution(ref_id, T_ref_cam, T_map_ref @ T_ref_cam, cov_map, method, n, n_in,
-                        xy_ref[inl], xy_q[inl])
+                        xy_ref[inl], xy_q[inl], sigma)
 
 
 def chordal_mean(Rs: list[np.ndarray], w: np.ndarray) -> np.ndarray:
@@ -174,8 +178,10 @@ def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: Reloc
     Each reference ``i`` gives the query centre ``p_i = c_i + t_i`` (``c_i`` its centre,
     ``t_i`` the metric baseline, direction ``d_i``) with a covariance that separates what
     the scale error does from what it does not: ``Sigma_i = sigma_perp_i^2 (I - d_i d_i^T)
-    + (scale_sigma |t_i|)^2 d_i d_i^T``, where ``sigma_perp_i`` is the across-ray position
-    std (from the pair's own covariance, floored at ``|t_i| direction_sigma_deg``). The
+    + (scale_sigma_i |t_i|)^2 d_i d_i^T``, where ``sigma_perp_i`` is the across-ray position
+    std (from the pair's own covariance, floored at ``|t_i| direction_sigma_deg``) and
+    ``scale_sigma_i`` the solution's own (``scale_sigma`` for a pair's predicted pointmap,
+    ``map_scale_sigma`` for a map's points). The
     fused centre is the information-weighted mean ``(sum Lambda_i)^-1 sum Lambda_i p_i``.
     With a small ``scale_sigma`` it averages the positions; with a large one it becomes the
     least-squares intersection of the rays from the reference centres (scale-free). The
@@ -204,10 +210,10 @@ def fuse(sols: list[PairSolution], T_map_refs: dict[str, np.ndarray], cfg: Reloc
     info = np.zeros((3, 3))
     rhs = np.zeros(3)
     for s, Pi, ci, ti, di, dd in zip(use, P, cs, ts, ds, dist):
-        cov_t = s.covariance[:3, :3] - cfg.scale_sigma ** 2 * np.outer(ti, ti)
+        cov_t = s.covariance[:3, :3] - s.scale_sigma ** 2 * np.outer(ti, ti)
         perp = max(float(np.trace(Pi @ cov_t @ Pi)) / 2.0,
                    (dd * math.radians(cfg.direction_sigma_deg)) ** 2, 1e-12)
-        along = max((cfg.scale_sigma * dd) ** 2, 1e-12)
+        along = max((s.scale_sigma * dd) ** 2, 1e-12)
         Li = Pi / perp + np.outer(di, di) / along
         info += Li
         rhs += Li @ (ci + ti)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable, Union
 
 import numpy as np
 
@@ -25,6 +26,12 @@ class Reference:
             (cached; None until then or when ``K`` is given).
         descriptor: (D,) float32 unit global descriptor.
         stamp_ns: image stamp (or None). frame_id: the id passed to ``engine.encode``.
+        points: the reference's own map-scale 3D points, (h, w, 3) float32 at the engine's
+            network resolution of ``view``, in the reference camera frame, in map units
+            (zeros where unknown), or a zero-argument callable returning them (evaluated when
+            the reference is verified, so a mapper's latest depth is used), or None: then
+            the pair's predicted pointmap gives the 3D points (and its metric scale error
+            scales the reference -> query baseline).
     """
 
     id: str
@@ -36,6 +43,12 @@ class Reference:
     stamp_ns: int | None = None
     frame_id: str | None = None
     K_estimated: np.ndarray | None = None
+    points: Union[np.ndarray, Callable[[], "np.ndarray | None"], None] = None
+
+    def map_points(self) -> np.ndarray | None:
+        """``points`` as an (h, w, 3) float32 array (calling it when callable), or None."""
+        p = self.points() if callable(self.points) else self.points
+        return None if p is None else np.asarray(p, dtype=np.float32)
 
 
 class ReferenceStore:

@@ -146,9 +146,18 @@ class SlamNode(Node):
         self.frames_done = 0        # ... and finished with (published or skipped)
         self._make_interfaces()
         if self.cfg.map_path:
-            n = self.slam.load_map(self.cfg.map_path)
-            self.get_logger().info(f"loaded {n} keyframes from {self.cfg.map_path}")
+            try:
+                n = self.slam.load_map(self.cfg.map_path)
+            except (ValueError, OSError) as exc:  # MapFormatError is a ValueError
+                raise params.ParameterError(f"parameter 'map_path': cannot load "
+                                            f"{self.cfg.map_path!r}: {exc}") from None
+            self.get_logger().info(f"loaded {n} keyframes from {self.cfg.map_path}"
+                                   + (" (localization only: the map is not changed)"
+                                      if self.cfg.localization_only else ""))
             self._publish_map(self.get_clock().now().nanoseconds)
+        elif self.cfg.localization_only:
+            self.get_logger().warning("localization_only without map_path: frames are not "
+                                      "tracked until a map is loaded (service load_map)")
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name=f"{role.value}_inference",
                                         daemon=True)
@@ -452,7 +461,7 @@ class SlamNode(Node):
     def _cloud(self, kfs) -> tuple[np.ndarray, np.ndarray]:
         o = self.opts
         mapper = self.slam.mapper
-        if mapper is not None and hasattr(mapper, "point_cloud"):
+        if mapper is not None and hasattr(mapper, "point_cloud") and len(mapper) > 0:
             return mapper.point_cloud(o.map_max_points, o.map_voxel_size)
         from mast3r_ros.slam.cloud import voxel_downsample
 

@@ -47,13 +47,17 @@ def to_mapper_keyframe(kf) -> MapperKeyframe:
                           K, kf.view, image, colors)
 
 
-def add_to_mapper(mapper, kf, *, pose_is_corrected: bool = True):
-    """``mapper.add_keyframe`` for a tracking keyframe; returns its ``MapUpdate``. Mappers
-    without the ``pose_is_corrected`` keyword (duck-typed ones) get the keyframe alone."""
+def add_to_mapper(mapper, kf, *, pose_is_corrected: bool = True, connect_to=()):
+    """``mapper.add_keyframe`` for a tracking keyframe; returns its ``MapUpdate``.
+    ``connect_to``: ids of keyframes it must be paired with (the one it was tracked against).
+    Mappers without these keywords (duck-typed ones) get the keyframe alone."""
     mkf = to_mapper_keyframe(kf)
+    kw = {"pose_is_corrected": pose_is_corrected}
+    if connect_to:
+        kw["connect_to"] = tuple(connect_to)
     try:
-        return mapper.add_keyframe(mkf, pose_is_corrected=pose_is_corrected)
+        return mapper.add_keyframe(mkf, **kw)
     except TypeError as exc:
-        if "pose_is_corrected" not in str(exc):
+        if not any(k in str(exc) for k in kw):
             raise
         return mapper.add_keyframe(mkf)

@@ -179,20 +179,24 @@ class Mapper:
 
     # ------------------------------------------------------------------ updates
 
-    def add_keyframe(self, kf: KeyframeLike, *, pose_is_corrected: bool = False) -> MapUpdate:
+    def add_keyframe(self, kf: KeyframeLike, *, pose_is_corrected: bool = False,
+                     connect_to: tuple[str, ...] | list[str] = ()) -> MapUpdate:
         """Add a keyframe, optimise its local window, look for (and close) loops.
 
         ``pose_is_corrected``: the keyframe's ``T_map_cam`` already includes the corrections
         made so far (a tracker that follows the mapper, as in ``SlamSystem``); by default it is
         taken as tracking's uncorrected pose and moved by the latest keyframe's correction.
+        ``connect_to``: ids of existing keyframes to pair it with besides the ``neighbors``
+        most recent ones (the keyframe it was tracked against).
 
         Raises:
             ValueError: a keyframe with this id exists, a field is missing or malformed,
                 or ``max_keyframes`` is reached.
         """
-        return self.add_keyframes([kf], pose_is_corrected=pose_is_corrected)
+        return self.add_keyframes([kf], pose_is_corrected=pose_is_corrected, connect_to=connect_to)
 
-    def add_keyframes(self, kfs: list[KeyframeLike], *, pose_is_corrected: bool = False) -> MapUpdate:
+    def add_keyframes(self, kfs: list[KeyframeLike], *, pose_is_corrected: bool = False,
+                      connect_to: tuple[str, ...] | list[str] = ()) -> MapUpdate:
         """Add several keyframes (in order), then ONE local pass over a window holding all of
         them and the ``window - 1`` keyframes before, then loop detection for each. What a
         mapper that fell behind does with the keyframes that queued up meanwhile (coalescing:
@@ -209,7 +213,7 @@ class Mapper:
         with self._lock:
             added = []
             for kf, (kid, T_trk) in zip(kfs, checked):
-                self._add_view(kf, kid, T_trk, pose_is_corrected)
+                self._add_view(kf, kid, T_trk, pose_is_corrected, connect_to)
                 added.append((kid, kf))
             t_dec = time.perf_counter()
             if len(self._order) == len(added):  # canonical depth waits for the second keyframe
@@ -240,8 +244,11 @@ class Mapper:
                 "loop": 1e3 * (t_loop - t_loc), "full": 1e3 * (t_end - t_loop),
                 "total": 1e3 * (t_end - t0)})
 
-    def _add_view(self, kf: KeyframeLike, kid: str, T_trk: np.ndarray, pose_is_corrected: bool) -> None:
-        """One keyframe into the problem: its view, its pairs with the recent keyframes."""
+    def _add_view(self, kf: KeyframeLike, kid: str, T_trk: np.ndarray, pose_is_corrected: bool,
+                  connect_to: tuple[str, ...] | list[str] = ()) -> None:
+        """One keyframe into the problem: its view, its pairs with the recent keyframes and
+        with ``connect_to`` (the keyframes tracking says it sees, e.g. after relocalization in
+        a loaded map, where the most recent keyframes may be elsewhere)."""
         if kid in self._kfs:
             raise ValueError(f"keyframe id {kid!r} was already added")
         if len(self._order) >= self.config.max_keyframes:
@@ -255,6 +262,7 @@ class Mapper:
             T_init = prob.T[prob.index[last]] @ np.linalg.inv(self._T_track[last]) @ T_trk
         prob.add_view(kid, kf.view.transform, K_net, T_init)
         recent = self._order[-self.config.neighbors:]
+        recent = list(dict.fromkeys(recent + [c for c in connect_to if c in self._kfs]))
         self._kfs[kid] = kf
         self._T_track[kid] = T_trk
         self._colors[kid] = self._network_colors(kf)
@@ -395,3 +403,78 @@ class Mapper:
                 rejected.append(cand)
         self.loop_closures.extend(accepted)
         return accepted, rejected
+
+    # ------------------------------------------------------------------ state (saved maps)
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The mapper's state as (JSON-able meta, arrays): see ``slam.mapper_state``."""
+        from .mapper_state import export_state
+
+        with self._lock:
+            return export_state(self)
+
+    def load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                   keyframes) -> None:
+        """Replace the state by one from ``state_dict`` (a saved map). ``keyframes``: the
+        map's keyframes (``KeyframeLike``, encoded by this mapper's engine). Nothing is
+        decoded or optimised: mapping resumes where it stopped.
+
+        Raises:
+            ValueError: naming what is wrong; the mapper is unchanged then.
+        """
+        from .mapper_state import import_state
+
+        kfs = list(keyframes)
+        for kf in kfs:
+            self._check_keyframe(kf)
+        with self._lock:
+            import_state(self, meta, arrays, kfs)
+
+    def _install(self, problem: AlignmentProblem, keyframes: list, T_track: dict,
+                 loop_closures: list[LoopCandidate]) -> None:
+        """Swap in a complete state (``mapper_state.import_state``; lock held)."""
+        loops = LoopDetector(self.engine, self.config.loop)
+        colors = {}
+        for kf in keyframes:
+            loops.add(str(kf.id), global_descriptor(self.engine, kf.view, self._descriptor_image(kf)))
+            colors[str(kf.id)] = self._network_colors(kf)
+        self.problem = problem
+        self.loops = loops
+        self._kfs = {str(kf.id): kf for kf in keyframes}
+        self._T_track = {k: np.asarray(T, dtype=np.float64).copy() for k, T in T_track.items()}
+        self._colors = colors
+        self._order = [str(kf.id) for kf in keyframes]
+        self.loop_closures = list(loop_closures)
+
+    def transform_map(self, C: np.ndarray) -> None:
+        """Move the whole map rigidly: every pose ``T`` becomes ``C @ T`` (``set_pose``)."""
+        C = np.asarray(C, dtype=np.float64)
+        if C.shape != (4, 4) or not np.all(np.isfinite(C)):
+            raise ValueError(f"C must be a finite (4, 4) rigid transform, got shape {C.shape}")
+        with self._lock:
+            for v in range(len(self.problem.T)):
+                self.problem.T[v] = C @ self.problem.T[v]
+            for k in self._T_track:
+                self._T_track[k] = C @ self._T_track[k]
+
+    def keyframe_points(self, kf_id: str, min_conf: float | None = None) -> np.ndarray:
+        """(h, w, 3) float32: the keyframe's optimised depth as 3D points in its own camera
+        frame (map units, network resolution); zeros where the fused confidence is below
+        ``min_conf`` (default: the alignment's ``min_conf``) or no pair gave a depth.
+
+        Raises:
+            KeyError: unknown keyframe id.
+        """
+        with self._lock:
+            prob = self.problem
+            if kf_id not in prob.index:
+                raise KeyError(f"keyframe {kf_id!r} is not in the map")
+            v = prob.index[kf_id]
+            view = prob.views[v]
+            if min_conf is None:
+                min_conf = prob.config.min_conf
+            idx = torch.arange(view.h * view.w, device=prob.device)
+            z = prob.depth_map(v)
+            ok = (view.depth > 0) & (view.conf >= min_conf)
+            X = prob._backproject(v, idx, depth=z) * ok[:, None]
+            return X.reshape(view.h, view.w, 3).float().cpu().numpy()

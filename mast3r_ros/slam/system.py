@@ -117,8 +117,10 @@ class SlamSystem:
         config: ``SlamConfig`` (or a ``TrackerConfig``, or None for defaults).
         mapper: optional mapper (``add_keyframe(kf) -> MapUpdate``); None = tracking only,
             keyframe poses stay as tracked.
-        localization_only: never add keyframes nor change them (track against a loaded
-            map; when a keyframe would be due, switch to the nearest existing keyframe).
+        localization_only: never add keyframes nor change them, and never update the mapper
+            (track against a loaded map; when a keyframe would be due, switch to the nearest
+            existing keyframe). Without a loaded map every frame is LOST (nothing to localize
+            in); ``set_pose`` then only says which keyframe to track against.
     """
 
     def __init__(self, engine, config: SlamConfig | TrackerConfig | None = None, *,
@@ -150,6 +152,7 @@ class SlamSystem:
         self._map_error: str = ""
         self._map_updated = False
         self._kf_ref: dict[str, str] = {}   # keyframe id -> keyframe it was tracked against
+        self._warned_no_map = False
         self._clear()
 
     # ------------------------------------------------------------------ setup
@@ -214,7 +217,14 @@ class SlamSystem:
             timings["encode"] = (time.perf_counter() - t) * 1e3
             K_use, estimated = self.tracker.camera_K(K)
             self.counts["frames"] += 1
-            if not self.tracker.keyframes:
+            if not self.tracker.keyframes and self.localization_only:
+                if not self._warned_no_map:
+                    log.warning("localization_only without a map: frames are not tracked "
+                                "(load a map first)")
+                    self._warned_no_map = True
+                res = FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K_use,
+                                  intrinsics_estimated=estimated)
+            elif not self.tracker.keyframes:
                 res = self._initialize(view, image, stamp_ns, K_use)
             elif self.state is TrackingState.LOST or self._current is None:
                 res = self._relocalize(view, image, stamp_ns, K_use, estimated, timings)
@@ -233,31 +243,50 @@ class SlamSystem:
     def reset(self) -> None:
         """Forget keyframes, trajectory, estimated intrinsics, references and the mapper's map."""
         with self._lock:
-            if self._background:  # forget queued keyframes and the update being computed
-                with self._map_cv:
-                    self._map_generation += 1
-                    self._map_queue.clear()
-                    self._map_pending = None
-                    self._map_cv.notify_all()
-            self.tracker.reset()
-            if self.relocalizer is not None:
-                self.relocalizer.reset()
+            self._reset_tracking()
             if self.mapper is not None and hasattr(self.mapper, "reset"):
                 self.mapper.reset()   # (background: after the running pass, under its lock)
-            self._clear()
+
+    def _reset_tracking(self) -> None:
+        """``reset`` without the mapper (``load_map`` restores the mapper's state itself):
+        tracking, references, trajectory, and the keyframes queued for background mapping
+        (with the update being computed: a generation change makes the thread drop it)."""
+        if self._background:
+            with self._map_cv:
+                self._map_generation += 1
+                self._map_queue.clear()
+                self._map_pending = None
+                self._map_cv.notify_all()
+        self.tracker.reset()
+        if self.relocalizer is not None:
+            self.relocalizer.reset()
+        self._clear()
 
     def set_pose(self, T_map_cam: np.ndarray) -> None:
-        """Declare the current camera pose: the whole map (keyframes, trajectory) is moved
-        rigidly so the last tracked frame has this pose; before the first frame it is the
-        initial pose."""
+        """Declare the current camera pose: the whole map (keyframes, the mapper's poses,
+        trajectory) is moved rigidly so the last tracked frame has this pose; before the
+        first frame it is the initial pose.
+
+        In localization mode the map is never moved: the pose is a hint instead, the next
+        frame is tracked against the keyframe nearest to it (or relocalized when that fails).
+        """
         T = check_T(T_map_cam, "T_map_cam")
         with self._lock:
+            if self.localization_only and self.tracker.keyframes:
+                self._current = self._nearest_keyframe(T)
+                self._use_frm_next = True
+                self._last_T_map_cam = T.copy()
+                if self.state is TrackingState.LOST:
+                    self.state = TrackingState.TRACKING
+                return
             if self._last_T_map_cam is None or not self.tracker.keyframes:
                 self._init_pose = T.copy()
                 return
             C = T @ np.linalg.inv(self._last_T_map_cam)
             for kf in self.tracker.keyframes:
                 kf.T_map_cam = C @ kf.T_map_cam
+            if self.mapper is not None and hasattr(self.mapper, "transform_map"):
+                self.mapper.transform_map(C)
             self._last_T_map_cam = T.copy()
             self._sync_references(self.tracker.keyframes)
 
@@ -273,17 +302,25 @@ class SlamSystem:
                     zip(self._traj_stamps, self._traj_kf, self._traj_T)]
 
     def save_map(self, path, overwrite: bool = False) -> int:
-        """Save the keyframes (see ``slam.map_io``); returns how many were saved."""
+        """Save the map: keyframes and, with a mapper, its state (see ``slam.map_io``);
+        returns how many keyframes were saved."""
         from .map_io import save_keyframes
 
         with self._lock:
             return save_keyframes(self, path, overwrite=overwrite)
 
     def load_map(self, path) -> int:
-        """Replace the map by the keyframes saved at ``path``; tracking then starts by
-        relocalizing against them. Returns how many were loaded."""
+        """Replace the map by the one saved at ``path`` (keyframes, and the mapper's state
+        when both the map and this system have one: mapping then continues on it); tracking
+        then starts by relocalizing against it. Returns how many keyframes were loaded.
+
+        Raises:
+            MapFormatError: the map is refused (the message names why); the current map is
+                kept.
+        """
         from .map_io import load_keyframes
 
+        self.wait_for_mapping()   # background: the running pass and the queue finish first
         with self._lock:
             return load_keyframes(self, path)
 
@@ -382,13 +419,21 @@ class SlamSystem:
     def _relocalize(self, view, image, stamp_ns, K, estimated, timings) -> FrameResult:
         """While lost: first the last keyframe (FRM + pose, one decode); if the frame is
         blank relative to it (``reloc_min_texture``) stop there; else the relocalization
-        core (retrieval + verification) or, without it, a few keyframes in turn."""
+        core (retrieval + verification) or, without it, a few keyframes in turn. Right after
+        ``load_map`` (no current keyframe) the relocalization core goes first."""
         cfg = self.config.tracker
         t = time.perf_counter()
         if K is None:  # loaded map without camera info: take the keyframes' intrinsics
             K = self.tracker.keyframes[0].K
             estimated = True
         found = None
+        tried_core = self._current is None and self.relocalizer is not None
+        if tried_core:
+            # a loaded map (no keyframe tracked yet): retrieval over the whole map first, not
+            # the last keyframe saved, which may be anywhere
+            found = self._relocalize_core(view, image, K)
+            if found is not None:
+                return self._relocalized(found, stamp_ns, K, estimated, timings, t)
         last = self._current or self.tracker.keyframes[-1]
         out = self.tracker.track(last, view, K, use_frm=True, min_inliers=cfg.reloc_min_inliers,
                                  min_texture=cfg.reloc_min_texture)
@@ -398,13 +443,18 @@ class SlamSystem:
             log.debug("lost frame %d looks blank (textured fraction %.2f): not relocalizing",
                       stamp_ns, out.texture)
         elif self.relocalizer is not None:
-            found = self._relocalize_core(view, image, K)
+            if not tried_core:
+                found = self._relocalize_core(view, image, K)
         else:
             found = self._relocalize_builtin(view, K, exclude=last)
-        timings["reloc"] = (time.perf_counter() - t) * 1e3
         if found is None:
+            timings["reloc"] = (time.perf_counter() - t) * 1e3
             return FrameResult(stamp_ns, TrackingState.LOST, None, "", K=K,
                                intrinsics_estimated=estimated)
+        return self._relocalized(found, stamp_ns, K, estimated, timings, t)
+
+    def _relocalized(self, found, stamp_ns, K, estimated, timings, t0) -> FrameResult:
+        timings["reloc"] = (time.perf_counter() - t0) * 1e3
         kf, T_kf_cam, n, ni = found
         self._current = kf
         self._use_frm_next = True
@@ -452,11 +502,12 @@ class SlamSystem:
         return kf, T_kf_cam, int(res.num_matches), int(res.num_inliers)
 
     def _on_new_keyframe(self, kf: Keyframe, ref: Keyframe | None = None) -> None:
+        """A new tracking keyframe (``ref``: the keyframe it was tracked against): a
+        relocalization reference, and the mapper's (at once in sync mode, through the
+        mapping thread's queue in background mode)."""
         self.counts["keyframes"] = len(self.tracker.keyframes)
         if self.relocalizer is not None:
-            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view,
-                                           stamp_ns=kf.stamp_ns)
+            self._add_reference(kf)
         if ref is not None:
             self._kf_ref[kf.id] = ref.id
         if self.mapper is None:
@@ -464,7 +515,8 @@ class SlamSystem:
         if not self._background:
             from .map_link import add_to_mapper
 
-            self._apply_map_update(add_to_mapper(self.mapper, kf))
+            self._apply_map_update(add_to_mapper(
+                self.mapper, kf, connect_to=() if ref is None else (ref.id,)))
             return
         self._enqueue_keyframe(kf, ref)
 
@@ -543,8 +595,10 @@ class SlamSystem:
                     mkf.T_map_cam = T_ref_now @ np.linalg.inv(T_ref_then) @ mkf.T_map_cam
                 init[mkf.id] = mkf.T_map_cam
                 mkfs.append(mkf)
+            # each keyframe is also paired with the one it was tracked against
+            refs = tuple(dict.fromkeys(r for _, r, _ in batch if r is not None))
             if hasattr(self.mapper, "add_keyframes"):
-                update = self.mapper.add_keyframes(mkfs, pose_is_corrected=True)
+                update = self.mapper.add_keyframes(mkfs, pose_is_corrected=True, connect_to=refs)
             else:  # a duck-typed mapper: one keyframe at a time
                 for mkf in mkfs:
                     update = add_to_mapper(self.mapper, mkf)
@@ -592,12 +646,34 @@ class SlamSystem:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _add_reference(self, kf: Keyframe) -> None:
+        """Register a keyframe with the relocalization core, with its map points (the
+        mapper's optimised depth when the mapper holds it, else the keyframe's fused
+        pointmap): relocalization then takes its metric scale from the map."""
+        self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
+                                       frame_id=kf.frame_id, view=kf.view,
+                                       stamp_ns=kf.stamp_ns, points=self._points_of(kf))
+
+    def _points_of(self, kf: Keyframe):
+        """Zero-argument callable: (h, w, 3) float32 map points of ``kf`` in its camera frame
+        (zeros where unknown), evaluated when a relocalization verifies this keyframe."""
+        mapper, min_conf = self.mapper, self.config.tracker.min_conf
+
+        def points() -> np.ndarray:
+            if mapper is not None and hasattr(mapper, "keyframe_points"):
+                try:
+                    return mapper.keyframe_points(kf.id)
+                except KeyError:  # not (yet) in the mapper: the keyframe's own pointmap
+                    pass
+            ok = (kf.conf >= min_conf) & (kf.pts3d[..., 2] > 0)
+            return (kf.pts3d * ok[..., None]).float().cpu().numpy()
+
+        return points
+
     def _on_new_keyframe_reference_only(self, kf: Keyframe) -> None:
         """A loaded keyframe: register it for relocalization (no mapping)."""
         if self.relocalizer is not None:
-            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view,
-                                           stamp_ns=kf.stamp_ns)
+            self._add_reference(kf)
 
     def _apply_map_update(self, update) -> None:
         """Apply the mapper's corrected keyframe poses ({kf id: (4, 4) T_map_cam})."""
@@ -628,6 +704,4 @@ class SlamSystem:
             return
         for kf in kfs:
             self.relocalizer.remove_reference(kf.id)
-            self.relocalizer.add_reference(kf.rgb(), kf.T_map_cam, K=kf.K, ref_id=kf.id,
-                                           frame_id=kf.frame_id, view=kf.view,
-                                           stamp_ns=kf.stamp_ns)
+            self._add_reference(kf)
