@@ -66,7 +66,7 @@ def build_point_cloud(problem: AlignmentProblem, keys: Sequence, colors: Sequenc
         X, conf, idx = problem.world_points(v, stride)
         keep = conf >= min_conf
         xyz.append(X[keep].float())
-        flat = torch.as_tensor(np.asarray(col).reshape(-1, 3), device=idx.device)
+        flat = torch.as_tensor(np.array(col, copy=True).reshape(-1, 3), device=idx.device)  # copy: arrays loaded from a map are read-only
         rgb.append(flat[idx[keep]].float())
     if not xyz:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
