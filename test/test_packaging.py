@@ -61,6 +61,7 @@ IMPORT_TO_KEY: dict[str, str | None] = {
     "conftest": None,
     "hostile": None,               # test/hostile.py, the RLIMIT_AS harness of the hardening tests
     "two_walks": None,             # test/two_walks.py, two trajectories through one world (map tests)
+    "surface_check": None,         # test/surface_check.py, distance of points to the true surface
     "bench_network_modes": None,   # benchmarks/bench_network_modes.py, imported by bench_heads.py
     "rcl_interfaces": "rcl_interfaces",
 }

@@ -26,6 +26,7 @@ from mast3r_ros.synth.render import render
 from mast3r_ros.synth.scene import make_scene
 from mast3r_ros.synth.sequence import SyntheticFrame, SyntheticSequence, SynthConfig, generate
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
+from surface_check import surface_distance
 
 W, H, NET = 256, 192, 128
 FAST = AlignmentConfig(match_subsample=4, stage1_iters=200, stage2_iters=150)
@@ -35,24 +36,6 @@ def rot_err_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
     c = (np.trace(Ra.T @ Rb) - 1) / 2
     return float(np.degrees(np.arccos(np.clip(c, -1, 1))))
 
-
-def surface_distance(xyz: np.ndarray, frames, rel: float = 1.0) -> np.ndarray:
-    """Per point, the smallest |depth along the ray - true depth| over the ground-truth views
-    that see it (an upper bound of the distance to the true surface)."""
-    best = np.full(len(xyz), np.inf)
-    for f in frames:
-        T = np.linalg.inv(f.T_world_cam)
-        pc = xyz @ T[:3, :3].T + T[:3, 3]
-        z = pc[:, 2]
-        uv = pc @ f.K.T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.rint(uv[:, 0] / uv[:, 2])
-            v = np.rint(uv[:, 1] / uv[:, 2])
-        ok = (z > 0.05) & (u >= 0) & (u < f.depth.shape[1]) & (v >= 0) & (v < f.depth.shape[0])
-        d = np.full(len(xyz), np.inf)
-        d[ok] = np.abs(z[ok] - f.depth[v[ok].astype(int), u[ok].astype(int)])
-        best = np.minimum(best, d)
-    return best
 
 
 # ----------------------------------------------------------------------------- fast units

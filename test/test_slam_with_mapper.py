@@ -20,29 +20,12 @@ from mast3r_ros.slam.map_link import MapperKeyframe, to_mapper_keyframe
 from mast3r_ros.slam.mapper import Mapper, MapperConfig
 from mast3r_ros.synth.sequence import SynthConfig, generate
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
+from surface_check import surface_distance
 
 W, H, NET, FRAMES = 256, 192, 128, 40
 FAST_LOCAL = AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4)
 FAST_FULL = AlignmentConfig(stage1_iters=100, stage2_iters=60, match_subsample=4)
 
-
-def surface_distance(xyz: np.ndarray, frames) -> np.ndarray:
-    """Per point, the smallest |depth along the ray - true depth| over the ground-truth views
-    that see it (an upper bound of the distance to the true surface)."""
-    best = np.full(len(xyz), np.inf)
-    for f in frames:
-        T = np.linalg.inv(f.T_world_cam)
-        pc = xyz @ T[:3, :3].T + T[:3, 3]
-        z = pc[:, 2]
-        uv = pc @ f.K.T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.rint(uv[:, 0] / uv[:, 2])
-            v = np.rint(uv[:, 1] / uv[:, 2])
-        ok = (z > 0.05) & (u >= 0) & (u < f.depth.shape[1]) & (v >= 0) & (v < f.depth.shape[0])
-        d = np.full(len(xyz), np.inf)
-        d[ok] = np.abs(z[ok] - f.depth[v[ok].astype(int), u[ok].astype(int)])
-        best = np.minimum(best, d)
-    return best
 
 
 def _ate(seq, traj, alignment: str) -> float:

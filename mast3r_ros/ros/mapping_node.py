@@ -420,13 +420,7 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ services
     def _service(self, resp, fn):
         """Run ``fn(resp)``; any error becomes ``success=False`` with the reason."""
-        try:
-            fn(resp)
-        except Exception as exc:  # answer bad requests and keep serving
-            resp.success = False
-            resp.message = f"{type(exc).__name__}: {exc}"
-            self.get_logger().warning(f"service request failed: {resp.message}")
-        return resp
+        return params.answer_service(self.get_logger(), resp, fn)
 
     def _srv_reset(self, req, resp):
         def run(r):

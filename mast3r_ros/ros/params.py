@@ -328,3 +328,15 @@ def run_node(factory: Callable[..., Any], args=None, *, num_threads: int | None 
 def exit_main(factory: Callable[..., Any], args=None) -> None:
     """``sys.exit(run_node(factory, args))`` for scripts."""
     sys.exit(run_node(factory, args))
+
+
+def answer_service(logger, resp, fn: Callable[[Any], None]):
+    """Run ``fn(resp)`` for a service callback; any error becomes ``success=False`` with the
+    reason in ``message`` (and a warning), so a node answers bad requests and keeps serving."""
+    try:
+        fn(resp)
+    except Exception as exc:  # answer bad requests and keep serving
+        resp.success = False
+        resp.message = f"{type(exc).__name__}: {exc}"
+        logger.warning(f"service request failed: {resp.message}")
+    return resp
