@@ -3,7 +3,8 @@ tracking never waits for an alignment pass, keyframes that queue up meanwhile ar
 together (one local pass), the queue is bounded, corrections come back between frames, and
 ``reset`` drops what is queued.
 
-The network-output SIMULATOR stands in for MASt3R (moderate profile, network size 128x96),
+The network-output SIMULATOR stands in for MASt3R (recalibrated realistic profile, network
+size 128x96),
 on a 30-frame synthetic walk (256x192) with exact ground truth. "A pass is running" is made
 deterministic by holding the real mapper's lock from the test (what a long pass does), so no
 assertion depends on timing; waits have generous timeouts only to fail instead of hanging.
@@ -25,8 +26,6 @@ from mast3r_ros.synth.sequence import SynthConfig, generate
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
 W, H, NET, FRAMES = 256, 192, 128, 30
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02, size=NET)
 FAST_LOCAL = AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4)
 FAST_FULL = AlignmentConfig(stage1_iters=100, stage2_iters=60, match_subsample=4)
 WAIT_S = 300.0   # safety timeouts only (a loaded CI machine); nothing asserts a duration
@@ -38,7 +37,7 @@ def seq():
 
 
 def _system(seq, mode: MappingMode, queue: int = 8) -> SlamSystem:
-    eng = NetworkOutputSimulator(seq, SimulatorConfig(**MODERATE))
+    eng = NetworkOutputSimulator(seq, SimulatorConfig.realistic(size=NET))
     mapper = Mapper(eng, MapperConfig(alignment=FAST_LOCAL, full_alignment=FAST_FULL, neighbors=2))
     return SlamSystem(eng, SlamConfig(mapping_mode=mode, mapping_queue=queue), mapper=mapper)
 

@@ -27,7 +27,10 @@ Stage 1 minimises a robust (Cauchy) 3D distance between matched points (relative
 depth) over poses and anchor depths. Stage 2 minimises a robust 2D reprojection error over
 poses, focals and anchor depths. Both with Adam on the engine's device, every pair's
 residuals in one batched tensor. Gauge: the chain root's pose is fixed; the scale is fixed by
-centring the log-depth corrections (batch), or by the fixed views (local window).
+centring the log-depth corrections (batch), or by the fixed views (local window), during the
+optimisation; afterwards ``metric_rescale`` sets the metric scale to the robust geometric mean
+of all pairs' predicted scales (every pair is a metric measurement with its own error: the
+network's per-pair scale errors average away over many pairs, not over the chain's few).
 """
 from __future__ import annotations
 
@@ -78,6 +81,11 @@ class AlignmentConfig:
     loss2d_scale_px: float = 2.0    # Cauchy scale of the reprojection residual, network pixels
     optimize_focal: bool = True     # refine unknown focals in stage 2
     symmetric: bool = True          # decode both orders (i, j) and (j, i) of a pair
+    metric_scale: bool = True       # after a batch alignment, set the reconstruction's scale to
+                                    # the robust geometric mean of every pair's metric scale
+                                    # relative to it (``AlignmentProblem.metric_rescale``): each
+                                    # pair's scale error counts once, instead of the few pairs of
+                                    # the chain's initialisation fixing the scale
     dtype: str = "float32"          # optimisation dtype on the engine's device
 
     def __post_init__(self) -> None:
@@ -399,6 +407,7 @@ class AlignmentResult:
         fallback_pairs: ordered pairs that used the regression fallback.
         loss: final stage-1 and stage-2 losses. timings_ms: init, stage1, stage2, total.
         iterations: Adam iterations run per stage (fewer than configured when converged).
+        scale_correction: factor applied to every length by ``metric_rescale`` (1: none).
     """
 
     keys: list
@@ -410,6 +419,7 @@ class AlignmentResult:
     loss: dict
     timings_ms: dict
     iterations: dict = field(default_factory=dict)
+    scale_correction: float = 1.0
 
 
 class AlignmentProblem:
@@ -887,6 +897,90 @@ class AlignmentProblem:
         top = max(vw.values(), default=0.0)
         return pw, {k: (w / top if top > 0 else 0.0) for k, w in vw.items()}
 
+    # -- metric scale
+
+    def pair_log_scales(self, min_points: int = 10) -> dict[tuple, float]:
+        """{(i, j): log s} for every pair that is not a fallback: ``s`` is the median ratio,
+        over the pair's regression grid, of the distance from camera i of view j's points as
+        the pair predicts them to the same distance in the reconstruction (j's optimised
+        depth, moved into i's frame by the current poses). ``s > 1``: the pair says the scene
+        is larger than the reconstruction. Distances, not a similarity fit over the points'
+        spread: a focal error (the pointmap's or the estimated one) changes the lateral
+        spread of the points to first order, their distance only to second order."""
+        obs = [o for o in self.pairs.values() if not o.fallback and len(o.reg_idx_j) >= min_points]
+        if not obs:
+            return {}
+        depth, rows = {}, []
+        for o in obs:
+            i, j = self.index[o.i], self.index[o.j]
+            if j not in depth:
+                depth[j] = self.depth_map(j)
+            z = depth[j][o.reg_idx_j]
+            ok = z > 0
+            Xj = self._backproject(j, o.reg_idx_j[ok], depth=z[ok]).double()
+            T_ij = torch.as_tensor(np.linalg.inv(self.T[i]) @ self.T[j], dtype=torch.float64,
+                                   device=Xj.device)
+            d_rec = (Xj @ T_ij[:3, :3].T + T_ij[:3, 3]).norm(dim=1)
+            d_pair = o.reg_pts_i[ok].double().norm(dim=1)
+            good = (d_rec > 1e-9) & (d_pair > 1e-9)
+            rows.append(torch.log(d_pair[good] / d_rec[good]))
+        n_max = max(len(r) for r in rows)
+        pad = torch.full((len(rows), max(n_max, 1)), float("nan"), dtype=torch.float64,
+                         device=rows[0].device)
+        for k, r in enumerate(rows):
+            pad[k, :len(r)] = r
+        med = torch.nanmedian(pad, dim=1).values
+        count = torch.tensor([len(r) for r in rows])
+        return {(o.i, o.j): float(med[k]) for k, o in enumerate(obs)
+                if int(count[k]) >= min_points and math.isfinite(float(med[k]))}
+
+    def metric_log_scale(self, min_pairs: int = 3, extra: tuple[float, int] = (0.0, 0)
+                         ) -> float | None:
+        """Robust mean over pairs of ``pair_log_scales`` (pairs farther than 3 scaled MADs
+        from the median left out; pairs the last pass found inconsistent too): the log of
+        the factor that makes the reconstruction metric on average. ``extra``: (sum, count)
+        of more such log ratios measured elsewhere (a tracker's pairs against the same
+        map), averaged in with the same weight per pair. None with fewer than
+        ``min_pairs`` pairs in all."""
+        frac = getattr(self, "_inlier_frac", {})
+        logs = [v for k, v in self.pair_log_scales().items() if frac.get(k, 1.0) >= 0.3]
+        e_sum, e_n = float(extra[0]), int(extra[1])
+        if len(logs) + e_n < min_pairs or not logs and e_n <= 0:
+            return None
+        total, count = e_sum, e_n
+        if logs:
+            x = np.asarray(logs)
+            med = float(np.median(x))
+            mad = 1.4826 * float(np.median(np.abs(x - med)))
+            keep = np.abs(x - med) <= max(3.0 * mad, 1e-3)
+            total += float(np.sum(x[keep]))
+            count += int(keep.sum())
+        return total / count
+
+    def rescale(self, c: float, about: int = 0) -> None:
+        """Multiply every length by ``c`` about view ``about``'s centre: positions move
+        away from it, every depth (log-depth correction) grows by ``c``."""
+        if not (c > 0 and math.isfinite(c)):
+            raise ValueError(f"rescale factor must be finite and > 0, got {c}")
+        if not self.T:
+            return
+        p0 = self.T[about][:3, 3].copy()
+        for v in range(len(self.T)):
+            self.T[v] = self.T[v].copy()
+            self.T[v][:3, 3] = p0 + c * (self.T[v][:3, 3] - p0)
+            self.delta[v] = self.delta[v] + math.log(c)
+
+    def metric_rescale(self, tol: float = 0.0, min_pairs: int = 3,
+                       extra: tuple[float, int] = (0.0, 0)) -> float:
+        """Set the scale to the pairs' robust mean (``metric_log_scale``) when it differs by
+        more than ``tol`` (relative); returns the factor applied (1.0: none)."""
+        m = self.metric_log_scale(min_pairs, extra)
+        if m is None or abs(m) <= tol:
+            return 1.0
+        c = math.exp(m)
+        self.rescale(c)
+        return c
+
     # -- outputs
 
     def depth_map(self, v: int) -> torch.Tensor:
@@ -950,6 +1044,10 @@ def align_views(engine: PairEngine, views: Sequence[EncodedView], pairs: Sequenc
         raise ValueError(f"views {missing} are never the first view of a pair; use a symmetric "
                          "scene graph (AlignmentConfig.symmetric=True)")
     res = prob.optimize(reinit=True)
+    if config.metric_scale:
+        c = prob.metric_rescale()
+        res.scale_correction = c
+        res.T_world_cam = np.stack(prob.T)
     res.timings_ms["decode"] = 1e3 * t_dec
     return res, prob
 

@@ -81,6 +81,12 @@ class MapperConfig:
     reinit_full: bool = False   # full passes re-initialise poses along the spanning tree first
                                 # (off: start from the current poses; measured better on loops)
     keep_mean_scale: bool = True  # full passes keep the mean log-depth correction (scale gauge)
+    metric_scale: bool = True   # after every pass, rescale the whole map (about the first
+                                # keyframe) so the robust geometric mean of all pairs' metric
+                                # scales relative to it is 1: the map's scale comes from every
+                                # pair decoded so far, not from the first keyframes' few pairs
+    metric_scale_tol: float = 0.005  # ... only when it is off by more than this (relative):
+                                     # the poses do not all move for a negligible change
     loop_full_min_hops: int = 1  # a verified loop starts a full pass only when it closes a cycle
                                  # of at least this many pair hops in the keyframe graph; a
                                  # shorter one (revisiting a place whose loop is closed already,
@@ -94,6 +100,8 @@ class MapperConfig:
             v = getattr(self, name)
             if isinstance(v, Mapping):
                 object.__setattr__(self, name, cls.from_dict(v))
+        if not self.metric_scale_tol >= 0:
+            raise ValueError(f"MapperConfig.metric_scale_tol must be >= 0, got {self.metric_scale_tol}")
         if self.loop_full_min_hops < 1:
             raise ValueError(f"MapperConfig.loop_full_min_hops must be >= 1, got {self.loop_full_min_hops}")
         if self.neighbors < 1 or self.window < 1 or self.cloud_stride < 1 or self.max_keyframes < 2:
@@ -123,6 +131,12 @@ class MapUpdate:
         loop_closures: verified loops (``LoopCandidate``, accepted).
         rejected_loops: candidates that failed verification (with their reason).
         optimization: which pass ran. timings_ms: decode, loop, optimize, total.
+        scale: the mapper's cumulative ``map_scale`` after this update: every length of the
+            map was multiplied by ``scale / previous scale`` (about the first keyframe)
+            since the previous update; a tracker that follows the map rescales its own
+            keyframes' pointmaps by that ratio.
+        depths: {keyframe id: (h*w,) optimised depth} of the keyframes of the pass's local
+            window (the most recent ones): a tracker makes its own pointmaps of them agree.
     """
 
     keyframe_id: str
@@ -131,6 +145,8 @@ class MapUpdate:
     rejected_loops: list[LoopCandidate] = field(default_factory=list)
     optimization: OptimizationKind = OptimizationKind.NONE
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+    depths: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Mapper:
@@ -153,6 +169,10 @@ class Mapper:
             self._colors: dict[str, np.ndarray] = {}  # (h, w, 3) uint8 per keyframe
             self._order: list[str] = []
             self.loop_closures: list[LoopCandidate] = []
+            self.map_scale = 1.0  # product of the metric rescales since the reset
+            # pair-scale measurements from outside (a tracker's): sum of log(pair scale /
+            # map scale at map_scale 1) and count (``add_scale_evidence``)
+            self._ext_log_sum, self._ext_n = 0.0, 0
 
     # ------------------------------------------------------------------ queries
 
@@ -223,7 +243,8 @@ class Mapper:
                 added = added[1:]
                 if not added:
                     return MapUpdate(kid, self.poses(),
-                                     timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
+                                     timings_ms={"total": 1e3 * (time.perf_counter() - t0)},
+                                     scale=self.map_scale)
             # local window first: it also refines the new keyframes' focals for verification
             window = self._order[-(self.config.window + len(added) - 1):]
             self._optimize(window, self.config.alignment)
@@ -242,7 +263,8 @@ class Mapper:
             return MapUpdate(added[-1][0], self.poses(), accepted, rejected, kind, timings_ms={
                 "decode": 1e3 * (t_dec - t0), "local": 1e3 * (t_loc - t_dec),
                 "loop": 1e3 * (t_loop - t_loc), "full": 1e3 * (t_end - t_loop),
-                "total": 1e3 * (t_end - t0)})
+                "total": 1e3 * (t_end - t0)}, scale=self.map_scale,
+                depths=self._recent_depths(len(added)))
 
     def _add_view(self, kf: KeyframeLike, kid: str, T_trk: np.ndarray, pose_is_corrected: bool,
                   connect_to: tuple[str, ...] | list[str] = ()) -> None:
@@ -282,6 +304,37 @@ class Mapper:
                     "loop_closures": len(self.loop_closures),
                     "descriptors": len(self.loops._ids)}
 
+    def add_scale_evidence(self, log_ratio_sum: float, count: int,
+                           map_scale: float | None = None) -> None:
+        """``count`` more measurements of the map's metric scale from outside: pairs a tracker
+        decoded against keyframes whose depth agrees with this map, as the sum of their
+        log(pair scale / map scale) while the map was at ``map_scale`` (default: now). The
+        next pass's metric rescale averages them in with the mapper's own pairs.
+
+        Raises:
+            ValueError: a non-finite sum, a negative count or a scale that is not > 0.
+        """
+        s = self.map_scale if map_scale is None else float(map_scale)
+        if not (np.isfinite(log_ratio_sum) and count >= 0 and s > 0 and np.isfinite(s)):
+            raise ValueError(f"scale evidence must be a finite sum, a count >= 0 and a map scale "
+                             f"> 0, got {log_ratio_sum}, {count}, {map_scale}")
+        with self._lock:
+            self._ext_log_sum += float(log_ratio_sum) + count * float(np.log(s))
+            self._ext_n += int(count)
+
+    def _recent_depths(self, n_added: int) -> dict[str, torch.Tensor]:
+        prob = self.problem
+        keys = self._order[-(self.config.window + n_added):]
+        return {k: prob.depth_map(prob.index[k]).clone() for k in keys}
+
+    def keyframe_depth(self, kf_id: str) -> torch.Tensor:
+        """(h*w,) the keyframe's optimised depth (map units, network pixels; 0 where no
+        pair gave one). Raises KeyError for an unknown id."""
+        with self._lock:
+            if kf_id not in self.problem.index:
+                raise KeyError(f"keyframe {kf_id!r} is not in the map")
+            return self.problem.depth_map(self.problem.index[kf_id]).clone()
+
     def optimize_full(self) -> MapUpdate:
         """Full alignment pass over every keyframe (the first one anchors the map frame)."""
         t0 = time.perf_counter()
@@ -289,7 +342,8 @@ class Mapper:
             if len(self._order) >= 2:
                 self._optimize(None, self.config.full_alignment, reinit=self.config.reinit_full)
             return MapUpdate("", self.poses(), optimization=OptimizationKind.FULL,
-                             timings_ms={"total": 1e3 * (time.perf_counter() - t0)})
+                             timings_ms={"total": 1e3 * (time.perf_counter() - t0)},
+                             scale=self.map_scale)
 
     # ------------------------------------------------------------------ point cloud
 
@@ -356,6 +410,13 @@ class Mapper:
             keys = [k for k in keys if k != self._order[0]]
         res = prob.optimize(keys, reinit=reinit,
                             center_scale=full and self.config.keep_mean_scale)
+        if self.config.metric_scale:
+            extra = (self._ext_log_sum - self._ext_n * float(np.log(self.map_scale)), self._ext_n)
+            c = prob.metric_rescale(tol=self.config.metric_scale_tol, extra=extra)
+            if c != 1.0:
+                self.map_scale *= c
+                log.debug("mapper: map rescaled by %.4f (metric scale of %d pairs)", c,
+                          len(prob.pairs))
         log.debug("mapper: %s pass over %s keyframes: %s", "full" if keys is None else "local",
                   len(keys) if keys else len(self._order), res.timings_ms)
 
@@ -445,6 +506,8 @@ class Mapper:
         self._colors = colors
         self._order = [str(kf.id) for kf in keyframes]
         self.loop_closures = list(loop_closures)
+        self.map_scale = 1.0  # (the loaded map's keyframes are in its scale)
+        self._ext_log_sum, self._ext_n = 0.0, 0
 
     def transform_map(self, C: np.ndarray) -> None:
         """Move the whole map rigidly: every pose ``T`` becomes ``C @ T`` (``set_pose``)."""

@@ -40,6 +40,7 @@ from enum import Enum
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from mast3r_ros.config import config_from_dict
 from mast3r_ros.geometry import check_T
@@ -182,6 +183,9 @@ class SlamSystem:
         self._reloc_cursor = 0
         self._kf_ref = {}
         self._map_updated = False
+        # the mapper's map_scale the tracker's keyframes are in (a reset or loaded mapper
+        # starts at 1): a map update with another scale rescales them (``_apply_map_update``)
+        self._map_scale = 1.0
         self.counts = {"frames": 0, "lost": 0, "relocalized": 0, "keyframes": 0,
                        "map_updates": 0, "mapping_waits": 0, "mapped_batches": 0}
 
@@ -512,22 +516,28 @@ class SlamSystem:
             self._kf_ref[kf.id] = ref.id
         if self.mapper is None:
             return
+        # the tracker's pairs since the last keyframe measure the map's scale too
+        evidence = self.tracker.take_scale_evidence()
         if not self._background:
             from .map_link import add_to_mapper
 
+            if hasattr(self.mapper, "add_scale_evidence"):
+                self.mapper.add_scale_evidence(*evidence, map_scale=self._map_scale)
             self._apply_map_update(add_to_mapper(
                 self.mapper, kf, connect_to=() if ref is None else (ref.id,)))
             return
-        self._enqueue_keyframe(kf, ref)
+        self._enqueue_keyframe(kf, ref, evidence)
 
     # ------------------------------------------------------------------ background mapping
 
-    def _enqueue_keyframe(self, kf: Keyframe, ref: Keyframe | None) -> None:
+    def _enqueue_keyframe(self, kf: Keyframe, ref: Keyframe | None,
+                          evidence: tuple[float, int] = (0.0, 0)) -> None:
         """Hand a keyframe to the mapping thread (caller holds ``_lock``)."""
         from .map_link import to_mapper_keyframe
 
         item = (to_mapper_keyframe(kf), None if ref is None else ref.id,
-                None if ref is None else np.array(ref.T_map_cam, dtype=np.float64))
+                None if ref is None else np.array(ref.T_map_cam, dtype=np.float64),
+                self._map_scale, evidence)
         with self._map_cv:
             if self._map_thread is None or not self._map_thread.is_alive():
                 self._map_stop = False
@@ -587,16 +597,21 @@ class SlamSystem:
             if gen != self._map_generation:
                 return None
             known = self.mapper.poses() if hasattr(self.mapper, "poses") else {}
+            scale_now = float(getattr(self.mapper, "map_scale", 1.0))
             init: dict[str, np.ndarray] = {}
             mkfs = []
-            for mkf, ref_id, T_ref_then in batch:
+            for mkf, ref_id, T_ref_then, scale_then, evidence in batch:
+                if hasattr(self.mapper, "add_scale_evidence"):
+                    self.mapper.add_scale_evidence(*evidence, map_scale=scale_then)
                 T_ref_now = init.get(ref_id, known.get(ref_id)) if ref_id is not None else None
-                if T_ref_now is not None:
-                    mkf.T_map_cam = T_ref_now @ np.linalg.inv(T_ref_then) @ mkf.T_map_cam
+                if T_ref_now is not None:   # (the relative motion in the map's scale now)
+                    rel = np.linalg.inv(T_ref_then) @ mkf.T_map_cam
+                    rel[:3, 3] *= scale_now / scale_then
+                    mkf.T_map_cam = T_ref_now @ rel
                 init[mkf.id] = mkf.T_map_cam
                 mkfs.append(mkf)
             # each keyframe is also paired with the one it was tracked against
-            refs = tuple(dict.fromkeys(r for _, r, _ in batch if r is not None))
+            refs = tuple(dict.fromkeys(b[1] for b in batch if b[1] is not None))
             if hasattr(self.mapper, "add_keyframes"):
                 update = self.mapper.add_keyframes(mkfs, pose_is_corrected=True, connect_to=refs)
             else:  # a duck-typed mapper: one keyframe at a time
@@ -682,6 +697,19 @@ class SlamSystem:
             poses = getattr(update, "T_map_cam", None)
         if not poses:
             return
+        # the mapper rescaled the map (metric scale from all its pairs): the tracker's
+        # pointmaps, depths and frame-to-keyframe motions take the same factor
+        scale = getattr(update, "scale", None)
+        c = 1.0 if scale is None else float(scale) / self._map_scale
+        if c != 1.0:
+            for kf in self.tracker.keyframes:
+                kf.pts3d = kf.pts3d * c
+                kf.median_depth *= c
+            for k, T in enumerate(self._traj_T):   # (copies: entries may share arrays)
+                T = T.copy()
+                T[:3, 3] *= c
+                self._traj_T[k] = T
+            self._map_scale = float(scale)
         changed = []
         moved: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # id -> (old, new) pose
         for kf in self.tracker.keyframes:
@@ -691,13 +719,53 @@ class SlamSystem:
                 kf.T_map_cam = _rigid(T)
             elif self._kf_ref.get(kf.id) in moved:
                 # not mapped yet (background): follow the keyframe it was tracked against
+                # (their relative motion rescaled with the map)
                 a, b = moved[self._kf_ref[kf.id]]
-                kf.T_map_cam = _rigid(b @ np.linalg.inv(a) @ old)
+                rel = np.linalg.inv(a) @ old
+                rel[:3, 3] *= c
+                kf.T_map_cam = _rigid(b @ rel)
             else:
                 continue
             moved[kf.id] = (old, kf.T_map_cam)
             changed.append(kf)
+        self._match_keyframe_depths(getattr(update, "depths", None) or {})
+        if self._traj_kf:
+            self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
         self._sync_references(changed)
+
+    def _match_keyframe_depths(self, depths: Mapping[str, Any]) -> None:
+        """Make the tracker's pointmaps of the keyframes the mapper just optimised agree with
+        the mapper's depth (median ratio over confident pixels), and the motions tracked
+        against them with it: tracking then continues in the map's scale, and its pairs'
+        scale measurements (``Tracker.take_scale_evidence``) are against the map's depth."""
+        if not depths:
+            return
+        factor: dict[int, float] = {}
+        min_conf = self.config.tracker.min_conf
+        for kf in self.tracker.keyframes:
+            z_map = depths.get(kf.id)
+            if z_map is None:
+                continue
+            z_map = torch.as_tensor(z_map).reshape(-1).to(kf.pts3d.device, kf.pts3d.dtype)
+            z_trk = kf.pts3d[..., 2].reshape(-1)
+            if z_map.numel() != z_trk.numel():
+                continue
+            ok = (z_map > 0) & (z_trk > 0) & (kf.conf.reshape(-1) >= min_conf)
+            if int(ok.sum()) < 16:
+                continue
+            s = float((z_map[ok] / z_trk[ok]).median())
+            if not (np.isfinite(s) and s > 0) or abs(np.log(s)) < 1e-3:
+                continue
+            kf.pts3d = kf.pts3d * s
+            kf.median_depth *= s
+            factor[id(kf)] = s
+        if factor:
+            for k, (kf, T) in enumerate(zip(self._traj_kf, self._traj_T)):
+                s = factor.get(id(kf))
+                if s is not None:
+                    T = T.copy()
+                    T[:3, 3] *= s
+                    self._traj_T[k] = T
 
     def _sync_references(self, kfs: list[Keyframe]) -> None:
         if self.relocalizer is None:

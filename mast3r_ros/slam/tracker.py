@@ -204,6 +204,7 @@ class Tracker:
         self._focal_refined = False
         self._log_ratio_sum = 0.0  # sum of log(pair scale / map scale) since the last rescale
         self._n_ratio = 0  # pairs measured in all
+        self._ev_sum, self._ev_n = 0.0, 0  # the same since the last take_scale_evidence()
 
     # ------------------------------------------------------------------ intrinsics
 
@@ -365,6 +366,8 @@ class Tracker:
             if r is not None:
                 self._log_ratio_sum += float(np.log(r))
                 self._n_ratio += 1
+                self._ev_sum += float(np.log(r))
+                self._ev_n += 1
             r = r if (r is not None and self.config.scale_consistent_keyframes) else 1.0
             pts = pred.view1.pts3d / r
             if self._use_rays(kf.intrinsics_estimated):
@@ -394,6 +397,14 @@ class Tracker:
                 or self._n_ratio < 5):
             return 1.0
         return float(np.exp(self._log_ratio_sum / self._n_ratio))
+
+    def take_scale_evidence(self) -> tuple[float, int]:
+        """(sum of log(pair scale / map scale), number of pairs) measured since the last
+        call, and forget them: a mapper that owns the map's scale adds them to its own
+        pairs' (``Mapper.add_scale_evidence``)."""
+        out = (self._ev_sum, self._ev_n)
+        self._ev_sum, self._ev_n = 0.0, 0
+        return out
 
     def applied_rescale(self, c: float) -> None:
         """The caller rescaled every length of the map by ``c``."""
@@ -448,3 +459,4 @@ class Tracker:
         self._focal_refined = False
         self._log_ratio_sum = 0.0
         self._n_ratio = 0
+        self._ev_sum, self._ev_n = 0.0, 0

@@ -458,8 +458,7 @@ class NetworkOutputSimulator:
         f1, f2 = self._features(view1, "view1"), self._features(view2, "view2")
         cfg = self.config
         rng = np.random.default_rng([int(cfg.seed), f1.index, f2.index, 0x51])
-        scale = cfg.scale_error * float(np.exp(rng.normal(0.0, cfg.scale_jitter))) \
-            if cfg.scale_jitter > 0 else cfg.scale_error
+        scale = self._draw_scale(rng)
         T_c1_w = np.linalg.inv(f1.T_world_cam)
         preds = []
         for slot, (f, other, tr) in enumerate(((f1, f2, view1.transform), (f2, f1, view2.transform))):
@@ -467,6 +466,18 @@ class NetworkOutputSimulator:
             key = (int(cfg.seed), f1.index, f2.index, slot)
             preds.append(self._view(f, tr, covis, T_c1_w, scale, rng, key))
         return PairPrediction(preds[0], preds[1])
+
+    def pair_scale(self, index1: int, index2: int) -> float:
+        """The metric scale factor of the ordered pair (frame indices) in ``decode``:
+        ``scale_error * exp(N(0, scale_jitter))``, deterministic per seed and pair (ground
+        truth for tests of what a reconstruction's scale should average to)."""
+        return self._draw_scale(np.random.default_rng(
+            [int(self.config.seed), int(index1), int(index2), 0x51]))
+
+    def _draw_scale(self, rng: np.random.Generator) -> float:
+        cfg = self.config
+        return cfg.scale_error * float(np.exp(rng.normal(0.0, cfg.scale_jitter))) \
+            if cfg.scale_jitter > 0 else cfg.scale_error
 
     def decode_batch(self, pairs: Sequence[tuple[EncodedView, EncodedView]]) -> list[PairPrediction]:
         """``decode`` for each pair (no batching gain on a simulator)."""
