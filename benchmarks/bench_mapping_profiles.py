@@ -54,7 +54,7 @@ def batch(profile: str) -> str:
     view = render(make_scene("room", seed=7), walk.frames[0].K, T, W, H)
     T[:3, 3] += [100.0, 0.0, 0.0]
     odd = SyntheticFrame(10, walk.frames[-1].stamp_ns + 10**8, view.rgb, view.K, view.depth, T)
-    seq = SyntheticSequence(walk.frames + (odd,))
+    seq = SyntheticSequence(walk.frames + (odd,), walk.info)
     eng = NetworkOutputSimulator(seq, SimulatorConfig.profile(profile, size=NET))
     res = align_images(eng, [f.rgb for f in seq.frames], SceneGraph.COMPLETE, 0,
                        AlignmentConfig(match_subsample=4, stage1_iters=200, stage2_iters=150),
