@@ -18,14 +18,12 @@ from mast3r_ros.slam.alignment import AlignmentConfig, AlignmentProblem
 from mast3r_ros.synth.sequence import SynthConfig, generate
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02, size=128)
 
 
 @pytest.mark.slow
 def test_converged_stop_matches_every_iteration(one_torch_thread):
     seq = generate(SynthConfig(trajectory="walk", frames=6, width=128, height=96, seed=5))
-    eng = NetworkOutputSimulator(seq, SimulatorConfig(**MODERATE))
+    eng = NetworkOutputSimulator(seq, SimulatorConfig.moderate(size=128))
     views = [eng.encode(f.rgb, frame_id=f.frame_id) for f in seq.frames]
     base = AlignmentProblem(AlignmentConfig(match_subsample=4), "cpu")
     for i, v in enumerate(views):

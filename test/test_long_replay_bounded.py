@@ -33,8 +33,6 @@ from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 from mast3r_ros.synth.trajectory import make_trajectory
 
 W, H, MOVING, HOVER, WARMUP = 128, 96, 100, 140, 20
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02, size=W)
 RSS_SLOPE_MAX = 16 * 1024   # bytes per frame while standing still
 
 
@@ -51,7 +49,7 @@ def _sequence():
 def replay(one_torch_thread):
     psutil = pytest.importorskip("psutil")
     seq = _sequence()
-    eng = NetworkOutputSimulator(seq, SimulatorConfig(**MODERATE))
+    eng = NetworkOutputSimulator(seq, SimulatorConfig.moderate(size=W))
     cfg = MapperConfig(alignment=AlignmentConfig(stage1_iters=60, stage2_iters=40, match_subsample=4),
                        full_alignment=AlignmentConfig(stage1_iters=100, stage2_iters=60,
                                                       match_subsample=4), neighbors=2,

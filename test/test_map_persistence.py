@@ -42,15 +42,11 @@ W, H, NET = 256, 192, 128
 N_MAP, N_QUERY = 28, 20
 FAST_LOCAL = AlignmentConfig(stage1_iters=40, stage2_iters=30)   # fewer iterations: CPU budget
 FAST_FULL = AlignmentConfig(stage1_iters=60, stage2_iters=40)
-MODERATE = dict(depth_noise_abs=0.005, depth_noise_rel=0.01, scale_jitter=0.02, desc_noise=0.03,
-                outlier_fraction=0.02)
 PROFILE = "realistic"
 TOL_M, TOL_DEG, MIN_OK = 0.25, 2.0, 0.9
 
 
 def sim_config(profile: str) -> SimulatorConfig:
-    if profile == "moderate":
-        return SimulatorConfig(size=NET, **MODERATE)
     return SimulatorConfig.profile(profile, size=NET)
 
 

@@ -200,10 +200,17 @@ def test_walk_every_frame_gets_an_accurate_metric_pose(walk, one_torch_thread):
 
 @pytest.mark.slow
 def test_sim3_mode_tracks_a_walk_without_trusting_scale(walk, one_torch_thread):
-    """Sim(3) IRLS mode with every pair's scale off by 10 % (and jitter): Sim(3) ATE <= 1 %."""
+    """Sim(3) IRLS mode with every pair's scale off by 10 % and the realistic profile's
+    per-pair scale jitter (18 % log-std): Sim(3) ATE <= 1 %.
+
+    The realistic profile's smooth depth distortion and focal error are pinned to 0 here:
+    Sim(3) mode aligns the pair's pointmap to the keyframe's in 3D, so a distorted depth
+    enters the pose directly (measured: 10.0 % ATE with them, 10.0 % even with 2 % jitter;
+    0.15 % without them). The default SE(3) PnP mode uses the frame's pixels only and tracks
+    the full realistic profile (test above); benchmarks/RESULTS.md, "Tracking"."""
     cfg = TrackerConfig(pose_mode=PoseMode.SIM3)
-    slam, results = run(walk, moderate(scale_error=1.1), cfg,
-                        frames=100)
+    slam, results = run(walk, realistic(scale_error=1.1, depth_distortion=0.0, focal_error=0.0),
+                        cfg, frames=100)
     seq = type(walk)(walk.frames[:100], walk.info)
     assert all(r.T_map_cam is not None for r in results)
     assert ate_pct(seq, slam, "sim3") <= 1.0
@@ -259,7 +266,7 @@ def test_tracking_loss_then_relocalization(one_torch_thread):
 def test_save_load_set_pose_and_reset(walk_head, one_torch_thread, tmp_path):
     """Saved keyframes reload (re-encoded once) and relocalize the next frame where the
     original system tracked it; set_pose moves the map rigidly; reset forgets it."""
-    cfg = moderate()
+    cfg = realistic()
     slam, results = run(walk_head, cfg, frames=11)
     n = slam.save_map(tmp_path / "map")
     assert n == len(slam.keyframes()) >= 1
