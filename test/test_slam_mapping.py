@@ -79,6 +79,35 @@ def test_voxel_downsample_means_and_bounds():
 # ----------------------------------------------------------------------------- batch alignment
 
 
+def test_metric_gauge_follows_the_pairs_scale(walk10, one_torch_thread):
+    """Every pair predicts the scene 1.2x too large (a constant bias, no other error): the
+    reconstruction's scale is the pairs' (1.2x the truth, within 1 %), whatever the chain's
+    initialisation made of it; ``rescale`` multiplies every distance and depth about view 0,
+    and the gauge then asks for no further change."""
+    from mast3r_ros.slam.alignment import align_views
+
+    seq = SyntheticSequence(walk10.frames[:4], walk10.info)
+    eng = NetworkOutputSimulator(seq, SimulatorConfig.exact(size=NET, scale_error=1.2))
+    assert eng.pair_scale(0, 1) == pytest.approx(1.2)
+    views = [eng.encode(f.rgb, frame_id=f.frame_id) for f in seq.frames]
+    res, prob = align_views(eng, views, make_pairs(4, SceneGraph.COMPLETE), FAST)
+    recon = 1 / umeyama(res.T_world_cam[:, :3, 3], seq.poses[:, :3, 3], with_scale=True).scale
+    assert abs(recon / 1.2 - 1) < 0.01, recon
+    assert abs(prob.metric_log_scale()) < 1e-3
+    p0 = prob.T[0][:3, 3].copy()
+    d_before = np.linalg.norm(prob.T[3][:3, 3] - p0)
+    z_before = prob.depth_map(2).clone()
+    prob.rescale(0.5)
+    np.testing.assert_allclose(prob.T[0][:3, 3], p0)
+    assert np.linalg.norm(prob.T[3][:3, 3] - p0) == pytest.approx(0.5 * d_before)
+    assert torch.allclose(prob.depth_map(2), 0.5 * z_before, rtol=1e-5)
+    assert prob.metric_log_scale() == pytest.approx(np.log(2.0), abs=1e-3)
+    assert prob.metric_rescale() == pytest.approx(2.0, rel=1e-3)
+    with pytest.raises(ValueError, match="rescale factor"):
+        prob.rescale(float("nan"))
+
+
+
 @pytest.fixture(scope="module")
 def walk10():
     return generate(SynthConfig(trajectory="walk", frames=10, width=W, height=H, seed=1))

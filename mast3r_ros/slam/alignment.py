@@ -910,29 +910,48 @@ class AlignmentProblem:
         obs = [o for o in self.pairs.values() if not o.fallback and len(o.reg_idx_j) >= min_points]
         if not obs:
             return {}
-        depth, rows = {}, []
-        for o in obs:
-            i, j = self.index[o.i], self.index[o.j]
-            if j not in depth:
-                depth[j] = self.depth_map(j)
-            z = depth[j][o.reg_idx_j]
-            ok = z > 0
-            Xj = self._backproject(j, o.reg_idx_j[ok], depth=z[ok]).double()
-            T_ij = torch.as_tensor(np.linalg.inv(self.T[i]) @ self.T[j], dtype=torch.float64,
-                                   device=Xj.device)
-            d_rec = (Xj @ T_ij[:3, :3].T + T_ij[:3, 3]).norm(dim=1)
-            d_pair = o.reg_pts_i[ok].double().norm(dim=1)
-            good = (d_rec > 1e-9) & (d_pair > 1e-9)
-            rows.append(torch.log(d_pair[good] / d_rec[good]))
-        n_max = max(len(r) for r in rows)
-        pad = torch.full((len(rows), max(n_max, 1)), float("nan"), dtype=torch.float64,
-                         device=rows[0].device)
-        for k, r in enumerate(rows):
-            pad[k, :len(r)] = r
+        dev, f64 = self.device, torch.float64
+        vi = [self.index[o.i] for o in obs]
+        vj = [self.index[o.j] for o in obs]
+        # every view j's optimised depth in one flat tensor (offsets per view)
+        off, maps, n = {}, [], 0
+        for v in dict.fromkeys(vj):
+            off[v] = n
+            maps.append(self.depth_map(v))
+            n += len(maps[-1])
+        D = torch.cat(maps).to(f64)
+        lens = torch.tensor([len(o.reg_idx_j) for o in obs], device=dev)
+        P = len(obs)
+        pid = torch.repeat_interleave(torch.arange(P, device=dev), lens)
+        pix = torch.cat([o.reg_idx_j for o in obs])
+        z = D[pix + torch.tensor([off[v] for v in vj], device=dev)[pid]]
+        Kj = np.stack([self.K_net(v) for v in vj])                       # (P, 3, 3)
+        w = torch.tensor([self.views[v].w for v in vj], device=dev)[pid]
+        f = torch.as_tensor(Kj[:, 0, 0], dtype=f64, device=dev)[pid]
+        cx = torch.as_tensor(Kj[:, 0, 2], dtype=f64, device=dev)[pid]
+        cy = torch.as_tensor(Kj[:, 1, 2], dtype=f64, device=dev)[pid]
+        x = (pix % w).to(f64)
+        y = torch.div(pix, w, rounding_mode="floor").to(f64)
+        Xj = torch.stack([(x - cx) / f * z, (y - cy) / f * z, z], 1)
+        Ti = np.stack([self.T[v] for v in vi])
+        Tj = np.stack([self.T[v] for v in vj])
+        T_ij = torch.as_tensor(np.linalg.inv(Ti) @ Tj, dtype=f64, device=dev)   # (P, 4, 4)
+        Xi = (T_ij[pid, :3, :3] @ Xj[:, :, None])[:, :, 0] + T_ij[pid, :3, 3]
+        d_rec = Xi.norm(dim=1)
+        d_pair = torch.cat([o.reg_pts_i for o in obs]).to(f64).norm(dim=1)
+        good = (z > 0) & (d_rec > 1e-9) & (d_pair > 1e-9)
+        r = torch.where(good, torch.log(d_pair.clamp_min(1e-12) / d_rec.clamp_min(1e-12)),
+                        torch.full_like(d_rec, float("nan")))
+        # per-pair median over a (P, max length) NaN-padded table
+        start = torch.cumsum(lens, 0) - lens
+        pos = torch.arange(len(pid), device=dev) - start[pid]
+        pad = torch.full((P, int(lens.max())), float("nan"), dtype=f64, device=dev)
+        pad[pid, pos] = r
         med = torch.nanmedian(pad, dim=1).values
-        count = torch.tensor([len(r) for r in rows])
+        count = torch.zeros(P, dtype=torch.long, device=dev).index_add_(0, pid, good.long())
+        med, count = med.cpu().numpy(), count.cpu().numpy()
         return {(o.i, o.j): float(med[k]) for k, o in enumerate(obs)
-                if int(count[k]) >= min_points and math.isfinite(float(med[k]))}
+                if count[k] >= min_points and np.isfinite(med[k])}
 
     def metric_log_scale(self, min_pairs: int = 3, extra: tuple[float, int] = (0.0, 0)
                          ) -> float | None:
