@@ -32,8 +32,9 @@ class ReplayResult:
         cloud: the last ``map/points`` as (xyz (N, 3), rgb (N, 3)), or None.
         published: frames published; wall_s: replay duration.
         samples: per-frame callback results (``on_frame``), e.g. memory readings.
-        final_trajectory: the node's ``SlamSystem.trajectory()`` at the end of the replay:
-            every frame's pose after the corrections made since it was published.
+        final_trajectory: the node's ``SlamSystem.trajectory()`` at the end of the replay
+            (after background mapping has caught up): every frame's pose after the
+            corrections made since it was published.
     """
 
     poses: dict[int, np.ndarray] = field(default_factory=dict)
@@ -186,6 +187,8 @@ def replay_sequence(sequence, node_parameters: dict[str, Any], *, namespace: str
         out.wall_s = time.monotonic() - t0
         slam = getattr(node, "slam", None)
         if slam is not None:
+            if hasattr(slam, "wait_for_mapping"):   # background mapping: the queued keyframes
+                slam.wait_for_mapping(frame_timeout_s)  # are mapped, their update applied
             out.final_trajectory = slam.trajectory()
         return out
     finally:

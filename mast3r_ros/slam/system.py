@@ -728,16 +728,20 @@ class SlamSystem:
                 continue
             moved[kf.id] = (old, kf.T_map_cam)
             changed.append(kf)
-        self._match_keyframe_depths(getattr(update, "depths", None) or {})
+        self._match_keyframe_depths(getattr(update, "depths", None) or {}, poses)
         if self._traj_kf:
             self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
         self._sync_references(changed)
 
-    def _match_keyframe_depths(self, depths: Mapping[str, Any]) -> None:
+    def _match_keyframe_depths(self, depths: Mapping[str, Any],
+                               mapped: Mapping[str, Any] = {}) -> None:
         """Make the tracker's pointmaps of the keyframes the mapper just optimised agree with
         the mapper's depth (median ratio over confident pixels), and the motions tracked
         against them with it: tracking then continues in the map's scale, and its pairs'
-        scale measurements (``Tracker.take_scale_evidence``) are against the map's depth."""
+        scale measurements (``Tracker.take_scale_evidence``) are against the map's depth.
+        Keyframes the mapper has not seen yet (``mapped``: the update's poses; background
+        mode) were made from such a keyframe's pointmap: they take its factor too, and their
+        offset from it."""
         if not depths:
             return
         factor: dict[int, float] = {}
@@ -756,6 +760,18 @@ class SlamSystem:
             s = float((z_map[ok] / z_trk[ok]).median())
             if not (np.isfinite(s) and s > 0) or abs(np.log(s)) < 1e-3:
                 continue
+            kf.pts3d = kf.pts3d * s
+            kf.median_depth *= s
+            factor[id(kf)] = s
+        by_id = {kf.id: kf for kf in self.tracker.keyframes}
+        for kf in self.tracker.keyframes:   # creation order: a parent before its children
+            ref = by_id.get(self._kf_ref.get(kf.id, ""))
+            if kf.id in mapped or ref is None or id(ref) not in factor:
+                continue
+            s = factor[id(ref)]
+            rel = np.linalg.inv(ref.T_map_cam) @ kf.T_map_cam
+            rel[:3, 3] *= s
+            kf.T_map_cam = _rigid(ref.T_map_cam @ rel)
             kf.pts3d = kf.pts3d * s
             kf.median_depth *= s
             factor[id(kf)] = s
