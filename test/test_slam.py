@@ -168,8 +168,8 @@ def test_configs_reject_unknown_keys_and_modes():
         TrackerConfig.from_dict({"pose_mode": "se4"})
     with pytest.raises(ValueError, match="fuse_outlier_rel"):
         TrackerConfig(fuse_outlier_rel=-0.1)
-    with pytest.raises(ValueError, match="min_inlier_ratio"):
-        TrackerConfig(min_inlier_ratio=1.0)
+    with pytest.raises(ValueError, match="second_chance_min_inlier_ratio"):
+        TrackerConfig(second_chance_min_inlier_ratio=1.0)
     cfg = SlamConfig.from_dict({"tracker": {"pose_mode": "sim3", "match": {"radius": 2}}})
     assert cfg.tracker.pose_mode is PoseMode.SIM3 and cfg.tracker.match.radius == 2
     assert [int(s) for s in TrackingState] == [0, 1, 2, 3]
@@ -231,11 +231,7 @@ def test_tracking_loss_then_relocalization(one_torch_thread):
     """Blank frames -> LOST; the scene returns -> RELOCALIZED within 5 frames, then TRACKING,
     with poses consistent with ground truth again."""
     seq = generate(SynthConfig(frames=120, width=W, height=H, seed=0, trajectory="tracking_loss"))
-    # moderate: at realistic the states pass (lost at 42, relocalized at 79) but the error
-    # after relocalization is 0.165 m median: the relocalized pose is within 4.6 cm, then the
-    # tracker alone (no mapper, nothing to close the loop back onto the old keyframes) drifts
-    # by ~1 cm per frame away from it (benchmarks/RESULTS.md, note 4 under the first table)
-    slam, results = run(seq, moderate())
+    slam, results = run(seq, realistic())
     states = np.array([int(r.state) for r in results])
     blank = _blank_fraction(seq) > 0.9
     lost = np.flatnonzero(states == TrackingState.LOST)
@@ -247,21 +243,30 @@ def test_tracking_loss_then_relocalization(one_torch_thread):
     assert reloc.size and reloc[0] >= returned - 1, f"states {''.join(map(str, states))}"
     assert reloc[0] - returned <= 5, f"returned {returned}, relocalized {reloc[0]}"
     assert (states[reloc[0] + 1:] == TrackingState.TRACKING).mean() > 0.9
-    # after relocalization the poses agree with the truth (alignment from before the loss)
+    # after relocalization the poses agree with the truth, in the frame of the trajectory
+    # before the loss: its rotation from the orientations (chordal mean of R_true R_est^T),
+    # then its translation from the positions. (An SE(3) fit on positions alone leaves the
+    # rotation about this nearly straight 42-frame path free: 4.2 deg off at realistic, an
+    # error that grows with every metre walked after the loss: 165 mm median.)
     tr = dict(slam.trajectory())
     before = [i for i in range(first_lost) if seq.frames[i].stamp_ns in tr]
     after = [i for i in range(reloc[0], len(seq)) if seq.frames[i].stamp_ns in tr]
-    gt = Trajectory(seq.stamps_ns[before] / 1e9, seq.poses[before])
-    est = Trajectory(seq.stamps_ns[before] / 1e9, np.stack([tr[seq.frames[i].stamp_ns] for i in before]))
-    S = ate(gt, est, "se3").pair.S
-    P = np.stack([S @ tr[seq.frames[i].stamp_ns] for i in after])
-    err = np.linalg.norm(P[:, :3, 3] - seq.poses[after][:, :3, 3], axis=1)
+    M = sum(seq.poses[i][:3, :3] @ tr[seq.frames[i].stamp_ns][:3, :3].T for i in before)
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    t = np.mean([seq.poses[i][:3, 3] - R @ tr[seq.frames[i].stamp_ns][:3, 3] for i in before], 0)
+
+    def pos_err(i: int) -> float:
+        return float(np.linalg.norm(R @ tr[seq.frames[i].stamp_ns][:3, 3] + t - seq.poses[i][:3, 3]))
+    err = np.array([pos_err(i) for i in after])
+    rms_before = float(np.sqrt(np.mean([pos_err(i) ** 2 for i in before])))
     print(f"loss: lost at {first_lost}, scene back at {returned}, relocalized at {reloc[0]}, "
-          f"post-reloc error median {np.median(err):.3f} m")
-    # (57 mm before TrackerConfig.min_inlier_ratio: the frame after the relocalization was
-    # tracked against a half-blank keyframe with 27 % pose inliers, 2 deg off, and every
-    # later pose kept that offset; now such a pose is refused and the next frame relocalizes
-    # against a well-textured keyframe: 26 mm)
+          f"error before the loss {rms_before:.3f} m rms, after relocalization median "
+          f"{np.median(err):.3f} m, max {err.max():.3f} m")
+    # (at moderate, before TrackerConfig.second_chance_min_inlier_ratio, the frame after the
+    # relocalization was tracked against a half-blank keyframe with 27 % pose inliers, 2 deg
+    # off, and every later pose kept that offset: 57 mm; such a pose is now refused and the
+    # next frame relocalizes against a well-textured keyframe)
     assert np.median(err) < 0.05
 
 

@@ -360,7 +360,8 @@ class SlamSystem:
             near = self._nearest_keyframe(self._last_T_map_cam, exclude=kf)
             if near is not None:
                 out2 = self.tracker.track(near, view, K, use_frm=True)
-                if out2.pose is not None:
+                if out2.pose is not None and out2.pose.num_inliers >= \
+                        cfg.second_chance_min_inlier_ratio * out2.num_matches:
                     out, kf = out2, near
                     self._current = near
         if out.pose is None:

@@ -56,10 +56,13 @@ class TrackerConfig:
     match: LocalMatchConfig = field(default_factory=LocalMatchConfig)  # local matcher
     frm_subsample: int = 8  # FRM seed grid (initialisation, fallback, relocalization)
     min_inliers: int = 40  # fewer pose inliers -> LOST
-    min_inlier_ratio: float = 0.4  # a pose whose inliers are a smaller fraction of the matches is
-    # not trusted either (-> the second chance, else LOST and relocalization): FRM against a
-    # keyframe made as the view went blank gave 27 % inliers and a 2 deg / 6 cm wrong pose
-    # that every later pose kept (benchmarks/RESULTS.md, "tracking: loss and recovery")
+    second_chance_min_inlier_ratio: float = 0.4  # when tracking against the current keyframe
+    # fails, the keyframe nearest to the last pose gets a second chance; its pose is taken only
+    # when its inliers are at least this fraction of its matches (else LOST and relocalization):
+    # FRM against a keyframe made as the view went blank gave 27 % inliers and a 2 deg / 6 cm
+    # wrong pose that every later pose kept (benchmarks/RESULTS.md, "tracking: loss and
+    # recovery"). Not applied to the current keyframe: under `hard` (aliasing) ordinary frames
+    # fall below it and tracking would flip between lost and relocalized
     pnp_threshold_px: float = 2.0  # PnP inlier threshold, network pixels
     sim3_threshold: float = 0.05  # Sim(3) inlier threshold, residual / depth
     min_conf: float = 1.5  # pointmap confidence below this is not used for pose / fusion
@@ -94,8 +97,9 @@ class TrackerConfig:
                                  f"{[m.value for m in PoseMode]}") from None
         if isinstance(self.match, Mapping):
             object.__setattr__(self, "match", LocalMatchConfig.from_dict(self.match))
-        if not 0.0 <= self.min_inlier_ratio < 1.0:
-            raise ValueError(f"min_inlier_ratio must be in [0, 1), got {self.min_inlier_ratio}")
+        if not 0.0 <= self.second_chance_min_inlier_ratio < 1.0:
+            raise ValueError("second_chance_min_inlier_ratio must be in [0, 1), got "
+                             f"{self.second_chance_min_inlier_ratio}")
         if self.min_inliers < 6:
             raise ValueError(f"min_inliers must be >= 6, got {self.min_inliers}")
         for name in ("pnp_threshold_px", "sim3_threshold", "kf_translation_ratio",
@@ -327,10 +331,6 @@ class Tracker:
                                     cfg.pnp_threshold_px, min_inl)
             except RuntimeError as exc:
                 message = str(exc)
-            if pose is not None and pose.num_inliers < cfg.min_inlier_ratio * n:
-                message = (f"{pose.num_inliers} of {n} matches are pose inliers (< "
-                           f"min_inlier_ratio {cfg.min_inlier_ratio})")
-                pose = None
         timings["pose"] = _ms(t)
         return TrackOutcome(kf, pose, pred, n, matcher, message, timings, texture)
 
