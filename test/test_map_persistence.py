@@ -13,7 +13,6 @@ asserted at ``PROFILE`` (see the module constant).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from mast3r_ros.slam.alignment import AlignmentConfig
 from mast3r_ros.slam.mapper import Mapper, MapperConfig
 from mast3r_ros.synth.simulator import NetworkOutputSimulator, SimulatorConfig
 
-from two_walks import map_alignment, pose_errors, two_walks
+from two_walks import folder_digest, map_alignment, pose_errors, two_walks
 
 # every test shares the built map (~60 s on the loaded 2-core CPU): the module is slow
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
@@ -58,15 +57,6 @@ def make_system(seq, profile: str = PROFILE, *, mapper: bool = True, localizatio
         if mapper else None
     cfg = SlamConfig(reloc={"top_k": 3, **(reloc or {})})
     return SlamSystem(eng, cfg, mapper=m, localization_only=localization_only)
-
-
-def folder_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(p.name.encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

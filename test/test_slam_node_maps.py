@@ -11,7 +11,6 @@ corrupted ``map_path`` at start is a parameter error naming it.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import threading
@@ -24,7 +23,7 @@ import pytest
 from mast3r_ros.maps import load_map_folder, save_map_folder
 from mast3r_ros.synth.bag import write_bag
 
-from two_walks import map_alignment, pose_errors, two_walks
+from two_walks import folder_digest, map_alignment, pose_errors, two_walks
 
 try:  # no module-level importorskip (see test_slam_node.py)
     import rclpy
@@ -140,15 +139,6 @@ class NodeRun:
         self.thread.join(timeout=10)
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(p.name.encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def _reloc_request(f):
     h, w = f.rgb.shape[:2]
     hdr = header(f.stamp_ns, "camera_optical_frame")
@@ -178,7 +168,7 @@ def saved(tmp_path_factory, one_torch_thread):
 
 def test_restarted_node_localizes_another_trajectory_in_the_saved_map(saved, tmp_path):
     seq, n_map, bag, path, kfs = saved
-    digest = _digest(path)
+    digest = folder_digest(path)
     sim = map_alignment(kfs, seq)
     run = NodeRun(bag, {"map_path": str(path), "localization_only": True}, ns="mast3r_loc")
     try:
@@ -247,7 +237,7 @@ def test_restarted_node_localizes_another_trajectory_in_the_saved_map(saved, tmp
         assert resp.success, resp.message
     finally:
         run.close()
-    assert _digest(path) == digest, "the saved map changed"
+    assert folder_digest(path) == digest, "the saved map changed"
 
 
 def test_corrupted_map_path_at_start_is_a_parameter_error(saved, tmp_path):

@@ -84,3 +84,16 @@ def pose_errors(T_est: np.ndarray, T_gt: np.ndarray, sim=None) -> tuple[float, f
     else:
         p, R = T_est[:3, 3], T_est[:3, :3]
     return float(np.linalg.norm(p - T_gt[:3, 3])), rotation_angle_deg(R, T_gt[:3, :3])
+
+
+def folder_digest(path) -> str:
+    """sha256 over a folder's file names and bytes (a saved map unchanged byte for byte)."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        h.update(p.name.encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

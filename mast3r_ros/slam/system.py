@@ -703,13 +703,7 @@ class SlamSystem:
         scale = getattr(update, "scale", None)
         c = 1.0 if scale is None else float(scale) / self._map_scale
         if c != 1.0:
-            for kf in self.tracker.keyframes:
-                kf.pts3d = kf.pts3d * c
-                kf.median_depth *= c
-            for k, T in enumerate(self._traj_T):   # (copies: entries may share arrays)
-                T = T.copy()
-                T[:3, 3] *= c
-                self._traj_T[k] = T
+            self._scale_keyframes({id(kf): c for kf in self.tracker.keyframes})
             self._map_scale = float(scale)
         changed = []
         moved: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # id -> (old, new) pose
@@ -734,8 +728,24 @@ class SlamSystem:
             self._last_T_map_cam = self._traj_kf[-1].T_map_cam @ self._traj_T[-1]
         self._sync_references(changed)
 
+    def _scale_keyframes(self, factor: Mapping[int, float]) -> None:
+        """Scale the pointmaps and median depths of the keyframes in ``factor`` ({id(kf):
+        f}) and the frame motions tracked against them (trajectory entries are replaced,
+        not changed in place: they may share arrays)."""
+        for kf in self.tracker.keyframes:
+            f = factor.get(id(kf))
+            if f is not None:
+                kf.pts3d = kf.pts3d * f
+                kf.median_depth *= f
+        for k, (kf, T) in enumerate(zip(self._traj_kf, self._traj_T)):
+            f = factor.get(id(kf))
+            if f is not None:
+                T = T.copy()
+                T[:3, 3] *= f
+                self._traj_T[k] = T
+
     def _match_keyframe_depths(self, depths: Mapping[str, Any],
-                               mapped: Mapping[str, Any] = {}) -> None:
+                               mapped: Mapping[str, Any] | None = None) -> None:
         """Make the tracker's pointmaps of the keyframes the mapper just optimised agree with
         the mapper's depth (median ratio over confident pixels), and the motions tracked
         against them with it: tracking then continues in the map's scale, and its pairs'
@@ -761,9 +771,8 @@ class SlamSystem:
             s = float((z_map[ok] / z_trk[ok]).median())
             if not (np.isfinite(s) and s > 0) or abs(np.log(s)) < 1e-3:
                 continue
-            kf.pts3d = kf.pts3d * s
-            kf.median_depth *= s
             factor[id(kf)] = s
+        mapped = mapped or {}
         by_id = {kf.id: kf for kf in self.tracker.keyframes}
         for kf in self.tracker.keyframes:   # creation order: a parent before its children
             ref = by_id.get(self._kf_ref.get(kf.id, ""))
@@ -773,16 +782,8 @@ class SlamSystem:
             rel = np.linalg.inv(ref.T_map_cam) @ kf.T_map_cam
             rel[:3, 3] *= s
             kf.T_map_cam = _rigid(ref.T_map_cam @ rel)
-            kf.pts3d = kf.pts3d * s
-            kf.median_depth *= s
             factor[id(kf)] = s
-        if factor:
-            for k, (kf, T) in enumerate(zip(self._traj_kf, self._traj_T)):
-                s = factor.get(id(kf))
-                if s is not None:
-                    T = T.copy()
-                    T[:3, 3] *= s
-                    self._traj_T[k] = T
+        self._scale_keyframes(factor)
 
     def _sync_references(self, kfs: list[Keyframe]) -> None:
         if self.relocalizer is None:
